@@ -1,0 +1,227 @@
+"""The public Python API: export, validate, load, run, inspect. Thin: it only wires the packages together."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tracefuse.artifact import Artifact, Manifest, finalize, load_artifact, staged_artifact, write_manifest
+from tracefuse.errors import SourceError, TracefuseError
+from tracefuse.runtimes import open_runner
+from tracefuse.runtimes.base import Runner
+from tracefuse.validation.inputs import case_name, generate_inputs, load_npz
+from tracefuse.validation.report import summarize
+from tracefuse.validation.validate import validate_runner
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("onnx",)
+Progress = Callable[[str], None]
+_TOOLS = ("tracefuse", "torch", "transformers", "onnx", "onnx-ir", "onnxscript", "onnxruntime")
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What `export` produced: the artifact and its validation report (None with validate=False)."""
+
+    artifact: Artifact
+    report: dict[str, Any] | None
+
+
+def _noop(_: str) -> None:
+    pass
+
+
+def tool_versions() -> dict[str, str]:
+    """Installed versions of the tools that shape an artifact."""
+    versions = {}
+    for name in _TOOLS:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def _reference(loaded, manifest_inputs, manifest_outputs):
+    from tracefuse.exporters.wrapper import FlatWrapper
+    from tracefuse.runtimes.torch_reference import TorchReferenceRunner
+
+    wrapper = FlatWrapper(loaded.module, tuple(s.name for s in manifest_inputs), tuple(s.name for s in manifest_outputs))
+    return wrapper, TorchReferenceRunner(wrapper, manifest_inputs, manifest_outputs)
+
+
+def tokenize(checkpoint: Path | None, texts: Sequence[str], input_names: Sequence[str]) -> dict[str, np.ndarray]:
+    """Tokenize sentences with the checkpoint's own tokenizer into feeds for the given input names."""
+    if checkpoint is None or not any(checkpoint.glob("tokenizer*")) and not (checkpoint / "vocab.txt").exists():
+        raise SourceError(
+            "text inputs need the model's tokenizer, and this model source has none",
+            found=str(checkpoint) if checkpoint else "a model with no checkpoint directory",
+            fix="use a checkpoint directory with tokenizer files, or give --inputs FILE.npz",
+        )
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint, local_files_only=True)
+    encoded = tokenizer(list(texts), padding=True, truncation=True, return_tensors="np")
+    feeds = {}
+    for name in input_names:
+        if name not in encoded:
+            raise SourceError(f"the tokenizer does not produce the model input '{name}'")
+        feeds[name] = np.asarray(encoded[name]).astype(np.int64)
+    return feeds
+
+
+def _cases(manifest: Manifest, inputs: str | os.PathLike[str] | None, texts: Sequence[str] | None, checkpoint):
+    cases = [(case_name(s), generate_inputs(manifest.inputs, s, seed=i)) for i, s in enumerate(manifest.validation_shapes)]
+    if inputs is not None:
+        cases.append((f"file:{Path(inputs).name}", load_npz(inputs)))
+    if texts:
+        cases.append((f"text:{len(texts)} sentences", tokenize(checkpoint, texts, [s.name for s in manifest.inputs])))
+    return cases
+
+
+def export(
+    model: str,
+    out: str | os.PathLike[str],
+    *,
+    format: str = "onnx",
+    task: str | None = None,
+    opset: int | None = None,
+    exporter: str = "dynamo",
+    validate: bool = True,
+    overwrite: bool = False,
+    inputs: str | os.PathLike[str] | None = None,
+    texts: Sequence[str] | None = None,
+    threads: int | None = None,
+    progress: Progress = _noop,
+) -> ExportResult:
+    """Export `model` (a source string, see tracefuse.exporters.sources) to an artifact directory at `out`.
+
+    The artifact is assembled in a staging directory and renamed into place only when complete. With
+    `validate`, it is run on ONNX Runtime at the spec's validation shapes (and on `inputs` / `texts`)
+    and compared to PyTorch; the summary is stored in the manifest.
+    """
+    from tracefuse.exporters.archspec import resolve_spec
+    from tracefuse.exporters.onnx_exporter import export_onnx
+    from tracefuse.exporters.sources import load_source
+    from tracefuse.exporters.wrapper import FlatWrapper, probe_outputs
+
+    if format not in FORMATS:
+        raise TracefuseError(f"unknown format '{format}'", fix=f"use one of: {', '.join(FORMATS)}")
+    import torch
+
+    progress(f"loading {model}")
+    loaded = load_source(model, task)
+    spec = resolve_spec(loaded)
+    shapes = spec.validation_shapes
+    to_torch = lambda feeds: {k: torch.from_numpy(v) for k, v in feeds.items()}  # noqa: E731
+    progress("probing outputs")
+    outputs = probe_outputs(
+        loaded.module, spec.input_names,
+        to_torch(generate_inputs(spec.inputs, shapes[0])), shapes[0],
+        to_torch(generate_inputs(spec.inputs, shapes[-1])), shapes[-1],
+    )
+    wrapper = FlatWrapper(loaded.module, spec.input_names, tuple(o.name for o in outputs))
+    example = to_torch(generate_inputs(spec.inputs, spec.trace_shape, seed=1234))
+    report = None
+    with staged_artifact(out, overwrite=overwrite) as staging:
+        progress(f"exporting with the {exporter} exporter")
+        files = export_onnx(wrapper, example, spec.inputs, outputs, staging, opset=opset, exporter=exporter)
+        manifest = Manifest(
+            format="onnx", graph=files[0], source=loaded.source, task=loaded.task, inputs=spec.inputs,
+            outputs=outputs, validation_shapes=shapes, tolerance=dict(spec.tolerance),
+            export={"exporter": exporter, "opset": opset or 18, "model_type": loaded.model_type},
+            tool_versions=tool_versions(),
+        )
+        manifest = finalize(staging, manifest)
+        if validate:
+            progress("validating on ONNX Runtime CPU against PyTorch")
+            artifact = Artifact(staging, manifest)
+            _, reference = _reference(loaded, manifest.inputs, manifest.outputs)
+            with open_runner(artifact, "ort-cpu", threads=threads) as runner:
+                cases = _cases(manifest, inputs, texts, loaded.checkpoint_dir)
+                report = validate_runner(runner, reference, cases, manifest.tolerance)
+            report["artifact"] = str(Path(out).absolute())
+            manifest = dataclasses.replace(manifest, validation=summarize(report))
+            write_manifest(staging, manifest)
+    return ExportResult(load_artifact(out), report)
+
+
+def validate(
+    artifact: str | os.PathLike[str],
+    *,
+    reference: str | None = None,
+    runtime: str = "ort-cpu",
+    inputs: str | os.PathLike[str] | None = None,
+    texts: Sequence[str] | None = None,
+    threads: int | None = None,
+    progress: Progress = _noop,
+) -> dict[str, Any]:
+    """Validate an artifact on `runtime` against PyTorch; returns the report (never raises on a mismatch).
+
+    The reference defaults to the source recorded in the manifest.
+    """
+    from tracefuse.exporters.sources import load_source
+
+    progress(f"loading artifact {artifact}")
+    art = load_artifact(artifact)
+    manifest = art.manifest
+    source = reference or manifest.source.get("path") or manifest.source.get("id")
+    if not source:
+        raise TracefuseError("the manifest records no source to compare against", fix="pass --reference MODEL")
+    progress(f"loading reference {source}")
+    loaded = load_source(source, None if manifest.task == "custom" else manifest.task)
+    notes = []
+    recorded = manifest.source.get("config_sha256")
+    if reference is None and recorded and loaded.source.get("config_sha256") != recorded:
+        notes.append("the reference's config differs from the one the artifact was exported from")
+    _, ref_runner = _reference(loaded, manifest.inputs, manifest.outputs)
+    progress(f"validating on {runtime}")
+    with open_runner(art, runtime, threads=threads) as runner:
+        report = validate_runner(runner, ref_runner, _cases(manifest, inputs, texts, loaded.checkpoint_dir),
+                                 manifest.tolerance)
+    report["artifact"] = str(Path(artifact).absolute())
+    report["reference_source"] = str(source)
+    if notes:
+        report["notes"] = notes
+    return report
+
+
+def load(artifact: str | os.PathLike[str], *, runtime: str = "ort-cpu", verify: bool = True,
+         threads: int | None = None) -> Runner:
+    """Open an artifact on a runtime; hashes are verified unless `verify=False`. Returns an opened Runner."""
+    return open_runner(load_artifact(artifact, verify=verify), runtime, threads=threads).open()
+
+
+def run(artifact: str | os.PathLike[str], inputs: str | os.PathLike[str], output: str | os.PathLike[str], *,
+        runtime: str = "ort-cpu", threads: int | None = None) -> dict[str, np.ndarray]:
+    """Run an artifact on the arrays of an `.npz`, and write the outputs to another `.npz` atomically."""
+    feeds = load_npz(inputs)
+    with load(artifact, runtime=runtime, threads=threads) as runner:
+        result = runner.infer(feeds)
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.name}.tmp.npz")
+    np.savez(tmp, **result)
+    os.replace(tmp, output)
+    return result
+
+
+def inspect(artifact: str | os.PathLike[str]) -> dict[str, Any]:
+    """The manifest, graph summary (opset, op histogram, parameters) and file sizes of an artifact."""
+    from tracefuse.graphs.onnx_file import load_onnx, summary
+
+    art = load_artifact(artifact)
+    info: dict[str, Any] = {"path": str(art.path), "manifest": art.manifest.to_dict()}
+    info["size_bytes"] = sum(int(f.get("size", 0)) for f in art.manifest.files.values())
+    if art.manifest.format == "onnx":
+        info["graph"] = summary(load_onnx(art.graph_path))
+    return info

@@ -1,0 +1,257 @@
+"""The `tracefuse` command line. Exit codes: 0 pass, 1 numerical mismatch, 2 usage, input or environment error."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from tracefuse import __version__
+from tracefuse.errors import TracefuseError
+
+app = typer.Typer(
+    name="tracefuse",
+    help="Export PyTorch / Transformers models to ONNX, run them on ONNX Runtime, and prove the numbers.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True)
+logger = logging.getLogger("tracefuse")
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"tracefuse {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every step, and tracebacks on errors.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """tracefuse: export, validate, run and inspect model artifacts."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not verbose:
+        _silence_libraries()
+    app.info.context_settings = {"verbose": verbose}
+
+
+def _silence_libraries() -> None:
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    for name in ("torch", "torch.onnx", "transformers", "onnxscript", "onnx_ir"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+    except ImportError:
+        pass
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Turn a TracefuseError into a clear message and exit code 2."""
+    try:
+        yield
+    except TracefuseError as exc:
+        err.print(f"[bold red]error:[/bold red] {exc}", highlight=False, markup=True)
+        if logging.getLogger().level <= logging.DEBUG:
+            err.print_exception()
+        raise typer.Exit(exc.exit_code) from None
+
+
+@contextmanager
+def _progress() -> Iterator[Callable[[str], None]]:
+    with err.status("starting…") as status:
+        def update(message: str) -> None:
+            status.update(f"{message}…")
+            logger.info(message)
+
+        yield update
+
+
+def _texts(text: list[str] | None, text_file: Path | None) -> list[str] | None:
+    lines = list(text or [])
+    if text_file is not None:
+        if not text_file.is_file():
+            raise TracefuseError(f"text file {text_file} does not exist", fix="give a file with one sentence a line")
+        lines += [line.strip() for line in text_file.read_text().splitlines() if line.strip()]
+    return lines or None
+
+
+def _finish_report(report: dict[str, Any], json_path: Path | None) -> None:
+    from tracefuse.validation.report import failures, render_table, write_json
+
+    out.print(render_table(report))
+    if json_path is not None:
+        write_json(report, json_path)
+        out.print(f"report written to {json_path}")
+    for note in report.get("notes", []):
+        err.print(f"[yellow]note:[/yellow] {note}")
+    if not report["passed"]:
+        err.print("[bold red]validation failed:[/bold red]")
+        for line in failures(report):
+            err.print(f"  {line}", highlight=False, markup=False)
+        raise typer.Exit(1)
+    out.print("[bold green]validation passed[/bold green]")
+
+
+TextOpt = Annotated[list[str] | None, typer.Option("--text", help="A sentence to tokenize and validate on "
+                                                    "(repeatable; needs the model's tokenizer).")]
+TextFileOpt = Annotated[Path | None, typer.Option("--text-file", help="A file of sentences, one a line, to "
+                                                   "tokenize and validate on.")]
+InputsOpt = Annotated[Path | None, typer.Option("--inputs", help="An .npz of named input arrays to validate on, "
+                                                 "besides the generated inputs.")]
+ThreadsOpt = Annotated[int | None, typer.Option("--threads", min=1, help="ONNX Runtime intra-op threads.")]
+JsonOpt = Annotated[Path | None, typer.Option("--json", help="Write the validation report as JSON here.")]
+
+
+@app.command()
+def export(
+    model: Annotated[str, typer.Argument(help="A checkpoint directory, a cached hub id, tiny:<model_type>, "
+                                         "builtin:all-MiniLM-L6-v2, or module.path:factory.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="The artifact directory to write.")],
+    format: Annotated[str, typer.Option("--format", help="Graph format: onnx.")] = "onnx",
+    task: Annotated[str | None, typer.Option("--task", help="Task; inferred from config.architectures "
+                                              "when not given.")] = None,
+    opset: Annotated[int | None, typer.Option("--opset", help="ONNX opset (default 18).")] = None,
+    exporter: Annotated[str, typer.Option("--exporter", help="dynamo (default), torchscript, or transformers.")]
+    = "dynamo",
+    no_validate: Annotated[bool, typer.Option("--no-validate", help="Skip validation against PyTorch.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty output directory.")] = False,
+    inputs: InputsOpt = None,
+    text: TextOpt = None,
+    text_file: TextFileOpt = None,
+    threads: ThreadsOpt = None,
+    json_path: JsonOpt = None,
+) -> None:
+    """Export MODEL to an artifact directory, then validate it on ONNX Runtime CPU against PyTorch.
+
+    Example: tracefuse export tiny:bert -o out/bert
+    """
+    from tracefuse import api
+
+    with _errors():
+        texts = _texts(text, text_file)
+        with _progress() as progress:
+            result = api.export(model, output, format=format, task=task, opset=opset, exporter=exporter,
+                                validate=not no_validate, overwrite=overwrite, inputs=inputs, texts=texts,
+                                threads=threads, progress=progress)
+        out.print(f"wrote {result.artifact.path} ({result.artifact.manifest.format}, task "
+                  f"{result.artifact.manifest.task})")
+        if result.report is not None:
+            _finish_report(result.report, json_path)
+
+
+@app.command()
+def validate(
+    artifact: Annotated[Path, typer.Argument(help="The artifact directory.")],
+    reference: Annotated[str | None, typer.Option("--reference", help="Model to compare against; defaults to "
+                                                   "the source recorded in the manifest.")] = None,
+    runtime: Annotated[str, typer.Option("--runtime", help="Runtime to validate: ort-cpu.")] = "ort-cpu",
+    inputs: InputsOpt = None,
+    text: TextOpt = None,
+    text_file: TextFileOpt = None,
+    threads: ThreadsOpt = None,
+    json_path: JsonOpt = None,
+) -> None:
+    """Run ARTIFACT and the PyTorch reference on the same inputs and compare every output.
+
+    Exit 0 when every output is within tolerance, 1 when one is not (it is named), 2 on bad input.
+    Example: tracefuse validate out/bert --json report.json
+    """
+    from tracefuse import api
+
+    with _errors():
+        texts = _texts(text, text_file)
+        with _progress() as progress:
+            report = api.validate(artifact, reference=reference, runtime=runtime, inputs=inputs, texts=texts,
+                                  threads=threads, progress=progress)
+        _finish_report(report, json_path)
+
+
+@app.command()
+def run(
+    artifact: Annotated[Path, typer.Argument(help="The artifact directory.")],
+    inputs: Annotated[Path, typer.Option("--inputs", help="An .npz with one array per graph input.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the outputs (.npz).")],
+    runtime: Annotated[str, typer.Option("--runtime", help="Runtime: ort-cpu.")] = "ort-cpu",
+    threads: ThreadsOpt = None,
+) -> None:
+    """Run ARTIFACT on the arrays in an .npz and write its outputs to another .npz.
+
+    Example: tracefuse run out/bert --inputs feeds.npz --output result.npz
+    """
+    from tracefuse import api
+
+    with _errors():
+        result = api.run(artifact, inputs, output, runtime=runtime, threads=threads)
+        for name, value in result.items():
+            out.print(f"{name}: {value.dtype} {list(value.shape)}")
+        out.print(f"outputs written to {output}")
+
+
+@app.command()
+def inspect(
+    artifact: Annotated[Path, typer.Argument(help="The artifact directory.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print everything as JSON.")] = False,
+) -> None:
+    """Show an artifact's manifest, inputs/outputs, op histogram and size.
+
+    Example: tracefuse inspect out/bert --json
+    """
+    from rich.table import Table
+
+    from tracefuse import api
+
+    with _errors():
+        info = api.inspect(artifact)
+    if as_json:
+        sys.stdout.write(json.dumps(info, indent=2) + "\n")
+        return
+    m = info["manifest"]
+    out.print(f"[bold]{info['path']}[/bold]: {m['format']} · task {m['task']} · source {m['source'].get('id')} · "
+              f"{info['size_bytes'] / 1e6:.2f} MB")
+    io = Table(title="inputs and outputs")
+    for col in ("kind", "name", "dtype", "shape"):
+        io.add_column(col)
+    for kind in ("inputs", "outputs"):
+        for t in m[kind]:
+            io.add_row(kind[:-1], t["name"], t["dtype"], "[" + ", ".join(map(str, t["shape"])) + "]")
+    out.print(io)
+    graph = info.get("graph")
+    if graph:
+        out.print(f"opset {graph['opset']} · IR {graph['ir_version']} · {graph['nodes']} nodes · "
+                  f"{graph['parameters']:,} parameters · exporter {m['export'].get('exporter')}")
+        ops = Table(title="op histogram")
+        ops.add_column("op")
+        ops.add_column("count", justify="right")
+        for op, count in graph["ops"].items():
+            ops.add_row(op, str(count))
+        out.print(ops)
+    if m.get("validation"):
+        v = m["validation"]
+        out.print(f"last validation: {'passed' if v['passed'] else 'FAILED'} on {v['runtime']} "
+                  f"({', '.join(v['cases'])})")
+
+
+def entrypoint() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    entrypoint()

@@ -1,0 +1,153 @@
+"""ArchSpec: what an architecture and task need for export — inputs, named dynamic axes, shapes, tolerances.
+
+Specs are resolved from the model's config and forward signature; a small override table, keyed by
+(model_type, task), holds what introspection cannot know. There is no class per architecture.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from tracefuse.artifact import TensorSpec
+from tracefuse.errors import ExportError
+from tracefuse.exporters.sources import LoadedModel
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TOLERANCE = {"atol": 1e-4, "rtol": 1e-3}
+TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+TEXT_SHAPES = ({"batch": 1, "sequence": 16}, {"batch": 3, "sequence": 37})
+TEXT_TRACE = {"batch": 2, "sequence": 9}
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """How to export one (model_type, task): inputs with named axes, the shapes to trace and validate at."""
+
+    model_type: str
+    task: str
+    inputs: tuple[TensorSpec, ...]
+    trace_shape: dict[str, int]
+    validation_shapes: tuple[dict[str, int], ...]
+    tolerance: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_TOLERANCE))
+    dynamic_image_size: bool = False
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        """Names of the graph inputs, in order."""
+        return tuple(t.name for t in self.inputs)
+
+
+# (model_type, task or None for every task) -> fields to replace on the resolved spec.
+_OVERRIDES: dict[tuple[str, str | None], dict[str, Any]] = {}
+
+
+def register_override(model_type: str, task: str | None = None, **changes: Any) -> None:
+    """Register spec changes for a model type (and optionally one task). A duplicate key raises."""
+    key = (model_type, task)
+    if key in _OVERRIDES:
+        raise ValueError(f"an ArchSpec override for {key} is already registered")
+    unknown = set(changes) - {f.name for f in dataclasses.fields(ArchSpec)}
+    if unknown:
+        raise ValueError(f"unknown ArchSpec fields in override {key}: {sorted(unknown)}")
+    _OVERRIDES[key] = changes
+
+
+# CNNs take any image size; transformers with fixed position embeddings do not.
+register_override("resnet", dynamic_image_size=True)
+register_override("convnext", dynamic_image_size=True)
+
+
+def _forward_params(module: Any) -> list[str]:
+    return list(inspect.signature(module.forward).parameters)
+
+
+def _text_inputs(loaded: LoadedModel) -> tuple[TensorSpec, ...]:
+    config = loaded.config
+    params = _forward_params(loaded.module)
+    specs = []
+    for name in TEXT_INPUTS:
+        if name not in params:
+            continue
+        if name == "input_ids":
+            fill = {"kind": "int", "low": 0, "high": int(config.vocab_size)}
+        elif name == "attention_mask":
+            fill = {"kind": "mask"}
+        else:
+            type_vocab = int(getattr(config, "type_vocab_size", 0) or 0)
+            if type_vocab < 1:
+                continue
+            fill = {"kind": "int", "low": 0, "high": type_vocab}
+        specs.append(TensorSpec(name, "int64", ("batch", "sequence"), fill))
+    return tuple(specs)
+
+
+def _image_size(config: Any) -> int:
+    size = getattr(config, "image_size", None)
+    if isinstance(size, (list, tuple)):
+        size = size[0]
+    return int(size) if size else 64
+
+
+def _vision_spec(loaded: LoadedModel, dynamic: bool) -> dict[str, Any]:
+    config = loaded.config
+    channels = int(getattr(config, "num_channels", 3))
+    size = _image_size(config)
+    if dynamic:
+        shape: tuple[int | str, ...] = ("batch", channels, "height", "width")
+        shapes = ({"batch": 1, "height": size, "width": size}, {"batch": 3, "height": size + 32, "width": size + 16})
+        trace = {"batch": 2, "height": size, "width": size + 32}
+    else:
+        shape = ("batch", channels, size, size)
+        shapes = ({"batch": 1}, {"batch": 3})
+        trace = {"batch": 2}
+    inputs = (TensorSpec("pixel_values", "float32", shape, {"kind": "normal"}),)
+    return {"inputs": inputs, "validation_shapes": shapes, "trace_shape": trace}
+
+
+def _factory_spec(loaded: LoadedModel) -> ArchSpec:
+    import torch
+
+    inputs = []
+    trace: dict[str, int] = {}
+    for name, tensor in (loaded.example_inputs or {}).items():
+        if not isinstance(tensor, torch.Tensor):
+            raise ExportError(f"example input '{name}' is a {type(tensor).__name__}, not a tensor")
+        axes = loaded.dynamic_axes.get(name, {})
+        shape = tuple(axes.get(i, int(d)) for i, d in enumerate(tensor.shape))
+        for i, axis in axes.items():
+            trace[axis] = int(tensor.shape[i])
+        if tensor.dtype == torch.bool:
+            fill: dict[str, Any] = {"kind": "bool"}
+        elif tensor.dtype.is_floating_point:
+            fill = {"kind": "normal"}
+        else:
+            fill = {"kind": "int", "low": int(tensor.min()), "high": int(tensor.max()) + 1}
+        inputs.append(TensorSpec(name, str(tensor.dtype).removeprefix("torch."), shape, fill))
+    shapes = (dict(trace), {k: v + 3 for k, v in trace.items()}) if trace else ({},)
+    return ArchSpec("custom", "custom", tuple(inputs), trace, shapes)
+
+
+def resolve_spec(loaded: LoadedModel) -> ArchSpec:
+    """The ArchSpec for a loaded model: introspected, then the override table applied."""
+    if loaded.example_inputs is not None:
+        return _factory_spec(loaded)
+    main_input = getattr(loaded.module, "main_input_name", None)
+    overrides = {**_OVERRIDES.get((loaded.model_type, None), {}), **_OVERRIDES.get((loaded.model_type, loaded.task), {})}
+    if main_input == "input_ids":
+        spec = ArchSpec(loaded.model_type, loaded.task, _text_inputs(loaded), TEXT_TRACE, TEXT_SHAPES)
+    elif main_input == "pixel_values":
+        dynamic = bool(overrides.get("dynamic_image_size", False))
+        spec = ArchSpec(loaded.model_type, loaded.task, dynamic_image_size=dynamic, **_vision_spec(loaded, dynamic))
+    else:
+        raise ExportError(
+            f"model type '{loaded.model_type}' takes '{main_input}' as its main input, which this version "
+            "cannot generate inputs for",
+            fix="export it as module.path:factory with example inputs",
+        )
+    return dataclasses.replace(spec, **overrides) if overrides else spec
+

@@ -1,0 +1,66 @@
+"""Tiny random-weight configs: any Transformers model type shrunk to a few layers and a small width."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from tracefuse.errors import SourceError
+
+logger = logging.getLogger(__name__)
+
+HIDDEN = 32
+HEADS = 4
+LAYERS = 2
+FFN = 64
+VOCAB = 1000
+IMAGE = 32
+
+# Standard config fields and the small value each gets. Only fields the config already has are set.
+_SCALARS: dict[str, int] = {
+    "num_hidden_layers": LAYERS, "num_layers": LAYERS, "n_layer": LAYERS, "n_layers": LAYERS,
+    "encoder_layers": LAYERS, "decoder_layers": LAYERS,
+    "hidden_size": HIDDEN, "d_model": HIDDEN, "n_embd": HIDDEN, "dim": HIDDEN,
+    "num_attention_heads": HEADS, "n_head": HEADS, "n_heads": HEADS,
+    "encoder_attention_heads": HEADS, "decoder_attention_heads": HEADS,
+    "intermediate_size": FFN, "hidden_dim": FFN, "d_ff": FFN, "ffn_dim": FFN,
+    "encoder_ffn_dim": FFN, "decoder_ffn_dim": FFN,
+    "vocab_size": VOCAB,
+    "embedding_size": 16,
+    "image_size": IMAGE,
+    "patch_size": 8,
+}
+
+
+def tiny_config_kwargs(config: Any) -> dict[str, Any]:
+    """The shrink for one default config: small scalars, and list-valued stage sizes cut to two stages."""
+    kwargs: dict[str, Any] = {}
+    for key, value in _SCALARS.items():
+        if isinstance(getattr(config, key, None), int) and not isinstance(getattr(config, key), bool):
+            kwargs[key] = value
+    if isinstance(getattr(config, "num_key_value_heads", None), int):
+        kwargs["num_key_value_heads"] = HEADS // 2
+    for key in ("hidden_sizes", "depths"):
+        value = getattr(config, key, None)
+        if isinstance(value, (list, tuple)) and value:
+            kwargs[key] = [16, 32] if key == "hidden_sizes" else [1, 1]
+    return kwargs
+
+
+def tiny_config(model_type: str):
+    """A small Transformers config for `model_type`; raises SourceError for an unknown type."""
+    from transformers import AutoConfig
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    if model_type not in CONFIG_MAPPING:
+        known = sorted(CONFIG_MAPPING.keys())
+        close = [k for k in known if model_type.replace("_", "-") in k or k in model_type][:5]
+        raise SourceError(
+            f"unknown model type '{model_type}' for tiny:",
+            found=f"not one of Transformers' {len(known)} model types",
+            fix=f"use a Transformers model type such as bert, vit, gpt2{'; close: ' + ', '.join(close) if close else ''}",
+        )
+    default = AutoConfig.for_model(model_type)
+    kwargs = tiny_config_kwargs(default)
+    logger.debug("tiny %s: %s", model_type, kwargs)
+    return AutoConfig.for_model(model_type, **kwargs)

@@ -1,0 +1,75 @@
+"""The traceable wrapper: flat tensors in (in the ArchSpec's order), a flat tuple of named tensors out."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+
+from tracefuse.artifact import TensorSpec
+from tracefuse.errors import ExportError
+
+logger = logging.getLogger(__name__)
+
+
+def _named_tensors(output: Any) -> list[tuple[str, torch.Tensor]]:
+    """The tensors of a model output: ModelOutput/dict entries, or a tensor / tuple of tensors."""
+    if isinstance(output, torch.Tensor):
+        return [("output", output)]
+    if isinstance(output, dict):  # transformers' ModelOutput is an OrderedDict of its non-None fields
+        return [(k, v) for k, v in output.items() if isinstance(v, torch.Tensor)]
+    if isinstance(output, (tuple, list)):
+        return [(f"output_{i}", v) for i, v in enumerate(output) if isinstance(v, torch.Tensor)]
+    raise ExportError(f"the model returned a {type(output).__name__}; expected tensors, a tuple or a dict of them")
+
+
+class FlatWrapper(torch.nn.Module):
+    """Calls `model(**dict(zip(input_names, args)))` and returns the named outputs as a tuple."""
+
+    def __init__(self, model: torch.nn.Module, input_names: tuple[str, ...], output_names: tuple[str, ...] = ()):
+        super().__init__()
+        self.model = model
+        self.input_names = tuple(input_names)
+        self.output_names = tuple(output_names)
+
+    def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Run the model on positional tensors; return the selected outputs."""
+        named = dict(_named_tensors(self.model(**dict(zip(self.input_names, args)))))
+        return tuple(named[name] for name in self.output_names)
+
+
+def _name_dims(a: torch.Tensor, b: torch.Tensor, sizes_a: dict[str, int], sizes_b: dict[str, int], out: str):
+    dims: list[int | str] = []
+    for i, (da, db) in enumerate(zip(a.shape, b.shape)):
+        if da == db:
+            dims.append(int(da))
+            continue
+        matches = [axis for axis in sizes_a if sizes_a[axis] == da and sizes_b.get(axis) == db]
+        dims.append(matches[0] if len(matches) == 1 else f"{out}_dim{i}")
+    return tuple(dims)
+
+
+@torch.no_grad()
+def probe_outputs(
+    model: torch.nn.Module,
+    input_names: tuple[str, ...],
+    feeds_a: dict[str, torch.Tensor],
+    sizes_a: dict[str, int],
+    feeds_b: dict[str, torch.Tensor],
+    sizes_b: dict[str, int],
+) -> tuple[TensorSpec, ...]:
+    """Run the model at two shapes; name each output and each of its axes that changes with an input axis."""
+    out_a = _named_tensors(model(**{n: feeds_a[n] for n in input_names}))
+    out_b = dict(_named_tensors(model(**{n: feeds_b[n] for n in input_names})))
+    if not out_a:
+        raise ExportError("the model returned no tensors for the example inputs")
+    specs = []
+    for name, tensor in out_a:
+        other = out_b.get(name)
+        if other is None or other.dim() != tensor.dim():
+            shape = tuple(f"{name}_dim{i}" for i in range(tensor.dim()))
+        else:
+            shape = _name_dims(tensor, other, sizes_a, sizes_b, name)
+        specs.append(TensorSpec(name, str(tensor.dtype).removeprefix("torch."), shape))
+    return tuple(specs)

@@ -1,0 +1,45 @@
+"""Comparison metrics between a runtime's output and the reference's. Never raises on a mismatch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def compare(name: str, actual: np.ndarray, expected: np.ndarray, atol: float, rtol: float) -> dict[str, Any]:
+    """Metrics of one output and whether it is within `|a - e| <= atol + rtol * |e|` everywhere.
+
+    Returns max_abs, max_rel, mean_abs, cosine, and top1 (argmax agreement over the last axis) for
+    outputs whose name ends in "logits".
+    """
+    result: dict[str, Any] = {
+        "name": name, "shape": list(expected.shape), "dtype": str(expected.dtype),
+        "actual_shape": list(actual.shape), "actual_dtype": str(actual.dtype),
+    }
+    if actual.shape != expected.shape:
+        result.update(passed=False, reason=f"shape {list(actual.shape)} != reference {list(expected.shape)}")
+        return result
+    a = actual.astype(np.float64)
+    e = expected.astype(np.float64)
+    if not np.all(np.isfinite(a) == np.isfinite(e)):
+        result.update(passed=False, reason="non-finite values differ from the reference")
+        return result
+    finite = np.isfinite(e)
+    diff = np.abs(a - e)[finite] if a.size else np.zeros(0)
+    ref = np.abs(e)[finite]
+    result["max_abs"] = float(diff.max()) if diff.size else 0.0
+    result["mean_abs"] = float(diff.mean()) if diff.size else 0.0
+    result["max_rel"] = float((diff / np.maximum(ref, atol)).max()) if diff.size else 0.0
+    na, ne = np.linalg.norm(a[finite]), np.linalg.norm(e[finite])
+    result["cosine"] = float(np.dot(a[finite], e[finite]) / (na * ne)) if na > 0 and ne > 0 else float(na == ne)
+    if name.endswith("logits") and e.ndim >= 1 and e.shape[-1] > 1:
+        result["top1"] = float(np.mean(np.argmax(a, axis=-1) == np.argmax(e, axis=-1)))
+    over = diff > atol + rtol * ref
+    result["passed"] = bool(not over.any())
+    if over.any():
+        result["reason"] = (
+            f"{int(over.sum())} of {diff.size} values exceed atol {atol:g} + rtol {rtol:g}·|ref| "
+            f"(max abs error {result['max_abs']:.3g})"
+        )
+    return result

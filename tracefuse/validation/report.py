@@ -1,0 +1,61 @@
+"""The validation report: JSON is the source; the table is a view of it."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def summarize(report: dict[str, Any]) -> dict[str, Any]:
+    """The short form kept in a manifest: pass/fail, runtime, cases, worst error per output."""
+    worst: dict[str, float] = {}
+    for case in report["cases"]:
+        for out in case["outputs"]:
+            worst[out["name"]] = max(worst.get(out["name"], 0.0), out.get("max_abs", float("inf")))
+    return {
+        "passed": report["passed"], "runtime": report["runtime"], "reference": report["reference"],
+        "cases": [c["name"] for c in report["cases"]], "max_abs": worst, "tolerance": report["tolerance"],
+    }
+
+
+def failures(report: dict[str, Any]) -> list[str]:
+    """One line per failing output: 'case / output: reason'."""
+    return [
+        f"{case['name']} / {out['name']}: {out.get('reason', 'failed')}"
+        for case in report["cases"] for out in case["outputs"] if not out["passed"]
+    ]
+
+
+def write_json(report: dict[str, Any], path: str | Path) -> None:
+    """Write the report atomically as JSON."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".report-", dir=path.parent)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(report, fh, indent=2)
+        fh.write("\n")
+    os.replace(tmp, path)
+
+
+def render_table(report: dict[str, Any]):
+    """A rich Table of every case and output with its metrics and verdict."""
+    from rich.table import Table
+
+    table = Table(title=f"validation: {report['runtime']} vs {report['reference']}  "
+                        f"(atol {report['tolerance']['atol']:g}, rtol {report['tolerance']['rtol']:g})")
+    for col in ("case", "output", "shape", "max abs", "max rel", "mean abs", "cosine", "top-1", "result"):
+        table.add_column(col, justify="right" if col not in ("case", "output", "result") else "left")
+    for case in report["cases"]:
+        for out in case["outputs"]:
+            def fmt(key: str, spec: str = ".2e") -> str:
+                return format(out[key], spec) if key in out else "-"
+
+            table.add_row(
+                case["name"], out["name"], "×".join(map(str, out["shape"])), fmt("max_abs"), fmt("max_rel"),
+                fmt("mean_abs"), fmt("cosine", ".6f"), fmt("top1", ".3f"),
+                "[green]pass[/green]" if out["passed"] else f"[red]FAIL[/red] {out.get('reason', '')}",
+            )
+    return table
