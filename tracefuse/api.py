@@ -23,7 +23,6 @@ from tracefuse.validation.validate import validate_runner
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("onnx",)
 Progress = Callable[[str], None]
 _TOOLS = ("tracefuse", "torch", "transformers", "onnx", "onnx-ir", "onnxscript", "onnxruntime")
 
@@ -96,10 +95,12 @@ def export(
     task: str | None = None,
     opset: int | None = None,
     exporter: str = "dynamo",
+    options: dict[str, Any] | None = None,
     validate: bool = True,
     overwrite: bool = False,
     inputs: str | os.PathLike[str] | None = None,
     texts: Sequence[str] | None = None,
+    runtime: str | None = None,
     threads: int | None = None,
     progress: Progress = _noop,
 ) -> ExportResult:
@@ -109,13 +110,14 @@ def export(
     `validate`, it is run on ONNX Runtime at the spec's validation shapes (and on `inputs` / `texts`)
     and compared to PyTorch; the summary is stored in the manifest.
     """
+    from tracefuse.exporters import FORMATS, export_graph
     from tracefuse.exporters.archspec import resolve_spec
-    from tracefuse.exporters.onnx_exporter import export_onnx
     from tracefuse.exporters.sources import load_source
     from tracefuse.exporters.wrapper import FlatWrapper, probe_outputs
 
     if format not in FORMATS:
         raise TracefuseError(f"unknown format '{format}'", fix=f"use one of: {', '.join(FORMATS)}")
+    options = {"opset": opset, "exporter": exporter, **(options or {})}
     import torch
 
     progress(f"loading {model}")
@@ -133,20 +135,20 @@ def export(
     example = to_torch(generate_inputs(spec.inputs, spec.trace_shape, seed=1234))
     report = None
     with staged_artifact(out, overwrite=overwrite) as staging:
-        progress(f"exporting with the {exporter} exporter")
-        files = export_onnx(wrapper, example, spec.inputs, outputs, staging, opset=opset, exporter=exporter)
+        progress(f"exporting to {format}")
+        graph = export_graph(format, wrapper, example, spec.inputs, outputs, staging, options)
         manifest = Manifest(
-            format="onnx", graph=files[0], source=loaded.source, task=loaded.task, inputs=spec.inputs,
-            outputs=outputs, validation_shapes=shapes, tolerance=dict(spec.tolerance),
-            export={"exporter": exporter, "opset": opset or 18, "model_type": loaded.model_type},
-            tool_versions=tool_versions(),
+            format=format, graph=graph.files[0], source=loaded.source, task=loaded.task, inputs=graph.inputs,
+            outputs=graph.outputs, validation_shapes=shapes, tolerance=dict(spec.tolerance),
+            export={**graph.info, "model_type": loaded.model_type}, tool_versions=tool_versions(),
         )
         manifest = finalize(staging, manifest)
         if validate:
-            progress("validating on ONNX Runtime CPU against PyTorch")
             artifact = Artifact(staging, manifest)
             _, reference = _reference(loaded, manifest.inputs, manifest.outputs)
-            with open_runner(artifact, "ort-cpu", threads=threads) as runner:
+            runner = open_runner(artifact, runtime, threads=threads)
+            progress(f"validating on {runner.name} against PyTorch")
+            with runner:
                 cases = _cases(manifest, inputs, texts, loaded.checkpoint_dir)
                 report = validate_runner(runner, reference, cases, manifest.tolerance)
             report["artifact"] = str(Path(out).absolute())
@@ -159,7 +161,7 @@ def validate(
     artifact: str | os.PathLike[str],
     *,
     reference: str | None = None,
-    runtime: str = "ort-cpu",
+    runtime: str | None = None,
     inputs: str | os.PathLike[str] | None = None,
     texts: Sequence[str] | None = None,
     threads: int | None = None,
@@ -184,8 +186,9 @@ def validate(
     if reference is None and recorded and loaded.source.get("config_sha256") != recorded:
         notes.append("the reference's config differs from the one the artifact was exported from")
     _, ref_runner = _reference(loaded, manifest.inputs, manifest.outputs)
-    progress(f"validating on {runtime}")
-    with open_runner(art, runtime, threads=threads) as runner:
+    runner = open_runner(art, runtime, threads=threads)
+    progress(f"validating on {runner.name}")
+    with runner:
         report = validate_runner(runner, ref_runner, _cases(manifest, inputs, texts, loaded.checkpoint_dir),
                                  manifest.tolerance)
     report["artifact"] = str(Path(artifact).absolute())
@@ -195,14 +198,14 @@ def validate(
     return report
 
 
-def load(artifact: str | os.PathLike[str], *, runtime: str = "ort-cpu", verify: bool = True,
+def load(artifact: str | os.PathLike[str], *, runtime: str | None = None, verify: bool = True,
          threads: int | None = None) -> Runner:
     """Open an artifact on a runtime; hashes are verified unless `verify=False`. Returns an opened Runner."""
     return open_runner(load_artifact(artifact, verify=verify), runtime, threads=threads).open()
 
 
 def run(artifact: str | os.PathLike[str], inputs: str | os.PathLike[str], output: str | os.PathLike[str], *,
-        runtime: str = "ort-cpu", threads: int | None = None) -> dict[str, np.ndarray]:
+        runtime: str | None = None, threads: int | None = None) -> dict[str, np.ndarray]:
     """Run an artifact on the arrays of an `.npz`, and write the outputs to another `.npz` atomically."""
     feeds = load_npz(inputs)
     with load(artifact, runtime=runtime, threads=threads) as runner:

@@ -161,7 +161,8 @@ def validate(
     artifact: Annotated[Path, typer.Argument(help="The artifact directory.")],
     reference: Annotated[str | None, typer.Option("--reference", help="Model to compare against; defaults to "
                                                    "the source recorded in the manifest.")] = None,
-    runtime: Annotated[str, typer.Option("--runtime", help="Runtime to validate: ort-cpu.")] = "ort-cpu",
+    runtime: Annotated[str | None, typer.Option("--runtime", help="Runtime to validate on; the artifact "
+                                                 "format's default (onnx: ort-cpu) when not given.")] = None,
     inputs: InputsOpt = None,
     text: TextOpt = None,
     text_file: TextFileOpt = None,
@@ -188,7 +189,8 @@ def run(
     artifact: Annotated[Path, typer.Argument(help="The artifact directory.")],
     inputs: Annotated[Path, typer.Option("--inputs", help="An .npz with one array per graph input.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the outputs (.npz).")],
-    runtime: Annotated[str, typer.Option("--runtime", help="Runtime: ort-cpu.")] = "ort-cpu",
+    runtime: Annotated[str | None, typer.Option("--runtime", help="Runtime; the artifact format's default "
+                                                 "(onnx: ort-cpu) when not given.")] = None,
     threads: ThreadsOpt = None,
 ) -> None:
     """Run ARTIFACT on the arrays in an .npz and write its outputs to another .npz.

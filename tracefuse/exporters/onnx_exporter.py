@@ -18,6 +18,7 @@ import torch
 
 from tracefuse.artifact import TensorSpec
 from tracefuse.errors import ExportError
+from tracefuse.exporters import GraphExport
 from tracefuse.exporters.wrapper import FlatWrapper
 from tracefuse.graphs.onnx_file import apply_io_specs, save_onnx
 
@@ -128,3 +129,11 @@ def export_onnx(
         ) from exc
     apply_io_specs(model, inputs, outputs)
     return save_onnx(model, dest / GRAPH_NAME)
+
+
+def export_onnx_graph(wrapper, example, inputs, outputs, dest: Path, options: dict) -> GraphExport:
+    """The FORMATS entry for ONNX: options `opset` and `exporter`."""
+    exporter = options.get("exporter") or "dynamo"
+    opset = options.get("opset") or DEFAULT_OPSET
+    files = export_onnx(wrapper, example, inputs, outputs, dest, opset=opset, exporter=exporter)
+    return GraphExport(files, tuple(inputs), tuple(outputs), {"exporter": exporter, "opset": opset})

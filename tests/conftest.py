@@ -1,0 +1,28 @@
+"""Shared fixtures: artifacts exported once per session and reused by tests that only read them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir(tmp_path_factory) -> Path:
+    """A session-wide directory for shared artifacts."""
+    return tmp_path_factory.mktemp("artifacts")
+
+
+@pytest.fixture(scope="session")
+def bert_artifact(artifacts_dir) -> Path:
+    """tiny:bert exported to ONNX (feature-extraction) and validated; treat it as read-only."""
+    from tracefuse import api
+
+    out = artifacts_dir / "bert"
+    result = api.export("tiny:bert", out)
+    assert result.report is not None and result.report["passed"]
+    return out
