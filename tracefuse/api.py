@@ -176,7 +176,8 @@ def validate(
     progress(f"loading artifact {artifact}")
     art = load_artifact(artifact)
     manifest = art.manifest
-    source = reference or manifest.source.get("path") or manifest.source.get("id")
+    recorded_source = manifest.source.get("path") if manifest.source.get("kind") == "local" else None
+    source = reference or recorded_source or manifest.source.get("id")
     if not source:
         raise TracefuseError("the manifest records no source to compare against", fix="pass --reference MODEL")
     progress(f"loading reference {source}")
