@@ -120,7 +120,7 @@ def _hub_cache_dir(repo_id: str) -> Path:
 
         raise SourceError(
             f"model '{repo_id}' is not in the local Hugging Face cache, and tracefuse never downloads",
-            found=f"nothing for it under {constants.HF_HUB_CACHE}",
+            found=f"no local directory '{repo_id}', and nothing for it under {constants.HF_HUB_CACHE}",
             fix=f"on a machine with network access run `hf download {repo_id}` (or set HF_HUB_CACHE to a cache "
             "that has it), or pass the checkpoint directory",
         ) from exc
@@ -200,13 +200,20 @@ def _load_factory(spec: str) -> LoadedModel:
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise SourceError(f"cannot import module '{module_name}' for {spec}", found=str(exc)) from exc
+    except Exception as exc:  # noqa: BLE001 - a user module can fail to import in any way (SyntaxError, ...)
+        raise SourceError(
+            f"cannot import module '{module_name}' for {spec}", found=f"{type(exc).__name__}: {exc}",
+            fix="check that the module is on PYTHONPATH (or in the current directory) and imports cleanly",
+        ) from exc
     factory = getattr(module, func_name, None)
     if not callable(factory):
         raise SourceError(f"'{func_name}' in module '{module_name}' is not a callable factory")
     torch.manual_seed(TINY_SEED)
-    result = factory()
+    try:
+        result = factory()
+    except Exception as exc:  # noqa: BLE001 - any failure inside the user's factory is a source error
+        raise SourceError(f"the factory {spec} raised an error", found=f"{type(exc).__name__}: {exc}",
+                          fix="run the factory on its own to debug it; --verbose shows the traceback") from exc
     if not isinstance(result, tuple) or len(result) not in (2, 3):
         raise SourceError(
             f"the factory {spec} must return (module, example_inputs) or (module, example_inputs, dynamic_axes)",
