@@ -166,10 +166,12 @@ def validate(
     texts: Sequence[str] | None = None,
     threads: int | None = None,
     progress: Progress = _noop,
+    tolerance: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Validate an artifact on `runtime` against PyTorch; returns the report (never raises on a mismatch).
 
-    The reference defaults to the source recorded in the manifest.
+    The reference defaults to the source recorded in the manifest; `tolerance` (atol/rtol) overrides the
+    manifest's.
     """
     from tracefuse.exporters.sources import load_source
 
@@ -191,7 +193,7 @@ def validate(
     progress(f"validating on {runner.name}")
     with runner:
         report = validate_runner(runner, ref_runner, _cases(manifest, inputs, texts, loaded.checkpoint_dir),
-                                 manifest.tolerance)
+                                 {**manifest.tolerance, **(tolerance or {})})
     report["artifact"] = str(Path(artifact).absolute())
     report["reference_source"] = str(source)
     if notes:
@@ -200,16 +202,22 @@ def validate(
 
 
 def load(artifact: str | os.PathLike[str], *, runtime: str | None = None, verify: bool = True,
-         threads: int | None = None) -> Runner:
-    """Open an artifact on a runtime; hashes are verified unless `verify=False`. Returns an opened Runner."""
-    return open_runner(load_artifact(artifact, verify=verify), runtime, threads=threads).open()
+         threads: int | None = None, trust_unverified: bool = False) -> Runner:
+    """Open an artifact on a runtime; hashes are verified unless `verify=False`. Returns an opened Runner.
+
+    A graph with no manifest loads only as tracefuse.trust allows (ONNX: with a warning; formats whose
+    loading executes code: only with `trust_unverified=True`). See docs/security.md.
+    """
+    art = load_artifact(artifact, verify=verify, trust_unverified=trust_unverified)
+    return open_runner(art, runtime, threads=threads).open()
 
 
 def run(artifact: str | os.PathLike[str], inputs: str | os.PathLike[str], output: str | os.PathLike[str], *,
-        runtime: str | None = None, threads: int | None = None) -> dict[str, np.ndarray]:
+        runtime: str | None = None, threads: int | None = None, verify: bool = True,
+        trust_unverified: bool = False) -> dict[str, np.ndarray]:
     """Run an artifact on the arrays of an `.npz`, and write the outputs to another `.npz` atomically."""
     feeds = load_npz(inputs)
-    with load(artifact, runtime=runtime, threads=threads) as runner:
+    with load(artifact, runtime=runtime, threads=threads, verify=verify, trust_unverified=trust_unverified) as runner:
         result = runner.infer(feeds)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -219,11 +227,11 @@ def run(artifact: str | os.PathLike[str], inputs: str | os.PathLike[str], output
     return result
 
 
-def inspect(artifact: str | os.PathLike[str]) -> dict[str, Any]:
+def inspect(artifact: str | os.PathLike[str], *, trust_unverified: bool = False) -> dict[str, Any]:
     """The manifest, graph summary (opset, op histogram, parameters) and file sizes of an artifact."""
     from tracefuse.graphs.onnx_file import load_onnx, summary
 
-    art = load_artifact(artifact)
+    art = load_artifact(artifact, trust_unverified=trust_unverified)
     info: dict[str, Any] = {"path": str(art.path), "manifest": art.manifest.to_dict()}
     info["size_bytes"] = sum(int(f.get("size", 0)) for f in art.manifest.files.values())
     if art.manifest.format == "onnx":
