@@ -1,8 +1,11 @@
 """The artifact: a directory with graph files and `manifest.json`, written atomically, verified on load.
 
 Every stage takes an artifact and returns a new one; nothing is edited in place. A new artifact is
-assembled in a staging directory beside its destination and renamed into place only when complete,
-so an export that fails or is killed leaves nothing at the output path.
+assembled in a staging directory beside its destination and swapped into place only when complete
+(tracefuse.atomic), so an export that fails or is killed leaves the previous artifact, or nothing.
+
+Loading trusts a file only as far as its format allows: FORMAT_TRUST says, per format, whether loading
+its graph can execute code and which checks run before any runtime reads it (docs/security.md).
 """
 
 from __future__ import annotations
@@ -13,21 +16,22 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tracefuse import atomic
+from tracefuse.atomic import STAGING_PREFIX, WRITER_LOCK  # noqa: F401 - STAGING_PREFIX is re-exported
 from tracefuse.errors import ArtifactError
+from tracefuse.trust import FORMAT_TRUST, call_target, format_trust, refuse_unverified
 
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
-STAGING_PREFIX = ".tracefuse-staging-"
-PID_NAME = ".tracefuse-writer.pid"
+PID_NAME = WRITER_LOCK  # the writer's lock file inside a staging directory; never part of an artifact
 
 
 @dataclass(frozen=True)
@@ -162,13 +166,16 @@ def sha256_file(path: Path) -> str:
 
 def safe_member(root: Path, name: str) -> Path:
     """Resolve `name` inside `root`, refusing absolute paths, `..` and links that lead outside."""
-    if not name or os.path.isabs(name) or ".." in Path(name).parts:
+    if not isinstance(name, str) or not name or "\0" in name or os.path.isabs(name) or ".." in Path(name).parts:
         raise ArtifactError(
             "an artifact file name must be a relative path inside the artifact directory",
             found=repr(name),
             fix="do not load this artifact; re-export it",
         )
-    resolved = (root / name).resolve()
+    try:
+        resolved = (root / name).resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop, or a name the OS cannot take
+        raise ArtifactError("an artifact file name cannot be resolved", found=f"{name!r}: {exc}") from exc
     if not resolved.is_relative_to(root.resolve()):
         raise ArtifactError(
             "an artifact file points outside the artifact directory", found=f"{name} -> {resolved}"
@@ -180,7 +187,7 @@ def hash_files(root: Path) -> dict[str, dict[str, Any]]:
     """sha256 and size of every file under `root` except the manifest, keyed by relative path."""
     files: dict[str, dict[str, Any]] = {}
     for path in sorted(root.rglob("*")):
-        if path.is_file() and path.name not in (MANIFEST_NAME, PID_NAME):
+        if path.is_file() and path.name not in (MANIFEST_NAME, WRITER_LOCK):
             rel = path.relative_to(root).as_posix()
             files[rel] = {"sha256": sha256_file(path), "size": path.stat().st_size}
     return files
@@ -189,6 +196,7 @@ def hash_files(root: Path) -> dict[str, dict[str, Any]]:
 def write_manifest(root: Path, manifest: Manifest) -> None:
     """Write manifest.json atomically (temp file + rename) inside `root`."""
     fd, tmp = tempfile.mkstemp(prefix=".manifest-", dir=root)
+    os.chmod(tmp, 0o666 & ~atomic._umask())  # mkstemp makes 0600; a manifest is read by whoever runs the model
     with os.fdopen(fd, "w") as fh:
         json.dump(manifest.to_dict(), fh, indent=2, sort_keys=False, default=str)
         fh.write("\n")
@@ -222,9 +230,55 @@ def read_manifest(path: Path) -> Manifest:
     return Manifest.from_dict(data, where=str(mpath))
 
 
-def load_artifact(path: str | os.PathLike[str], *, verify: bool = True) -> Artifact:
-    """Load an artifact directory. With `verify` (the default) every file's sha256 must match."""
+def _bare_graph(path: Path) -> tuple[Path, str, str]:
+    """(root, graph name, format) of a manifest-less graph file, or of a directory holding exactly one."""
+    by_suffix = {sfx: fmt for fmt, t in FORMAT_TRUST.items() for sfx in t.suffixes}
+    if path.is_file():
+        candidates = [path]
+    else:
+        candidates = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in by_suffix)
+    if len(candidates) != 1 or candidates[0].suffix not in by_suffix:
+        raise ArtifactError(
+            f"{path} has no {MANIFEST_NAME}" if path.is_dir() else f"{path} is not an artifact directory",
+            found=", ".join(sorted(p.name for p in (path.iterdir() if path.is_dir() else [path]))[:10])
+            or "an empty directory",
+            fix="pass the directory that `tracefuse export -o` wrote (or one holding a single graph file "
+            f"ending in {', '.join(sorted(by_suffix))})",
+        )
+    graph = candidates[0]
+    return graph.parent, graph.name, by_suffix[graph.suffix]
+
+
+def _load_unverified(path: Path, trust_unverified: bool) -> Artifact:
+    root, graph, fmt = _bare_graph(path)
+    refuse_unverified(root / graph, fmt, trust_unverified=trust_unverified)
+    target = format_trust(fmt).bare
+    if target is None:
+        raise ArtifactError(f"tracefuse cannot describe a {fmt} graph without a manifest", fix="re-export it")
+    artifact = Artifact(root, call_target(target, root, graph))
+    _run_check(artifact)
+    return artifact
+
+
+def _run_check(artifact: Artifact) -> None:
+    target = format_trust(artifact.manifest.format).check
+    if target is not None:
+        call_target(target, artifact)
+
+
+def load_artifact(
+    path: str | os.PathLike[str], *, verify: bool = True, trust_unverified: bool = False
+) -> Artifact:
+    """Load an artifact directory. With `verify` (the default) every file's sha256 must match.
+
+    `verify=False` skips hashing for speed; the path checks and the format's checks still run, and
+    formats whose loading executes code are still hash-checked by their runners. A path with no
+    manifest (a directory holding one graph file, or the file itself) is loaded after
+    `refuse_unverified`: ONNX with a warning, code-executing formats only with `trust_unverified`.
+    """
     root = Path(path)
+    if root.exists() and (root.is_file() or not (root / MANIFEST_NAME).exists()):
+        return _load_unverified(root, trust_unverified)
     manifest = read_manifest(root)
     safe_member(root, manifest.graph)
     if manifest.graph not in manifest.files:
@@ -241,61 +295,56 @@ def load_artifact(path: str | os.PathLike[str], *, verify: bool = True) -> Artif
                 "the sha256 in its manifest",
                 fix="re-export it, or restore the original file; never load a file you did not produce",
             )
-    return Artifact(root, manifest)
+    artifact = Artifact(root, manifest)
+    _run_check(artifact)
+    return artifact
 
 
-def _clean_stale_staging(parent: Path) -> None:
-    for stale in parent.glob(STAGING_PREFIX + "*"):
-        # A staging directory whose process is gone is garbage from a killed run.
-        pid_file = stale / PID_NAME
-        try:
-            pid = int(pid_file.read_text())
-            os.kill(pid, 0)
-            continue  # still being written by a live process
-        except (OSError, ValueError):
-            shutil.rmtree(stale, ignore_errors=True)
+def _refuse_existing(overwrite: bool) -> Any:
+    def check(out: Path) -> None:
+        if os.path.lexists(out) and not out.is_dir():
+            raise ArtifactError(f"the output path {out} is a file", fix="choose a directory path for the artifact")
+        if out.is_dir() and any(out.iterdir()) and not overwrite:
+            raise ArtifactError(
+                f"the output directory {out} is not empty",
+                fix="choose another path, or pass --overwrite to replace it",
+            )
+
+    return check
 
 
 @contextlib.contextmanager
 def staged_artifact(out: str | os.PathLike[str], *, overwrite: bool = False) -> Iterator[Path]:
     """Yield an empty staging directory; on normal exit it replaces `out`, on error it is removed.
 
-    Refuses an existing non-empty `out` unless `overwrite`.
+    Refuses an existing non-empty `out` unless `overwrite`, both now and again at commit time (under a
+    lock: when another process wrote `out` meanwhile, this one fails with ArtifactError). The swap is
+    atomic where the OS allows (see tracefuse.atomic); a killed writer's leftovers are cleaned next time.
     """
     out = Path(out).absolute()
-    if out.exists() and not out.is_dir():
-        raise ArtifactError(f"the output path {out} is a file", fix="choose a directory path for the artifact")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise ArtifactError(
-            f"the output directory {out} is not empty",
-            fix="choose another path, or pass --overwrite to replace it",
-        )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _clean_stale_staging(out.parent)
-    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX + out.name + "-", dir=out.parent))
-    (staging / PID_NAME).write_text(str(os.getpid()))
-    try:
+    check = _refuse_existing(overwrite)
+    check(out)
+    with atomic.staging_dir(out, _committed_check(check)) as staging:
         yield staging
-        (staging / PID_NAME).unlink()
-        _commit(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
-def _commit(staging: Path, out: Path) -> None:
-    if out.exists():
-        trash = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX + "old-", dir=out.parent))
-        os.replace(out, trash / "old")
-        os.replace(staging, out)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(staging, out)
-    logger.info("wrote artifact %s", out)
+def _committed_check(check: Any) -> Any:
+    def again(out: Path) -> None:
+        try:
+            check(out)
+        except ArtifactError as exc:
+            raise ArtifactError(
+                f"another process wrote {out} while this one was writing it; this result was discarded",
+                found=exc.problem,
+                fix="write to a different path, or pass --overwrite to replace it",
+            ) from None
+
+    return again
 
 
 def finalize(staging: Path, manifest: Manifest) -> Manifest:
     """Hash every file in the staging directory and write the manifest; returns the final manifest."""
+    atomic.crash_point("after-graph")
     final = dataclasses.replace(manifest, files=hash_files(staging))
     write_manifest(staging, final)
     return final
