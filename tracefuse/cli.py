@@ -116,6 +116,8 @@ TextFileOpt = Annotated[Path | None, typer.Option("--text-file", help="A file of
 InputsOpt = Annotated[Path | None, typer.Option("--inputs", help="An .npz of named input arrays to validate on, "
                                                  "besides the generated inputs.")]
 ThreadsOpt = Annotated[int | None, typer.Option("--threads", min=1, help="ONNX Runtime intra-op threads.")]
+TrustOpt = Annotated[bool, typer.Option("--trust-unverified", help="Load a graph that has no manifest even "
+                                     "when its format can execute code (TorchScript, pt2); see docs/security.md.")]
 JsonOpt = Annotated[Path | None, typer.Option("--json", help="Write the validation report as JSON here.")]
 
 
@@ -192,6 +194,9 @@ def run(
     runtime: Annotated[str | None, typer.Option("--runtime", help="Runtime; the artifact format's default "
                                                  "(onnx: ort-cpu) when not given.")] = None,
     threads: ThreadsOpt = None,
+    no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip the sha256 check of the artifact's files "
+                                            "(faster for large models; path checks still run).")] = False,
+    trust_unverified: TrustOpt = False,
 ) -> None:
     """Run ARTIFACT on the arrays in an .npz and write its outputs to another .npz.
 
@@ -200,7 +205,8 @@ def run(
     from tracefuse import api
 
     with _errors():
-        result = api.run(artifact, inputs, output, runtime=runtime, threads=threads)
+        result = api.run(artifact, inputs, output, runtime=runtime, threads=threads, verify=not no_verify,
+                         trust_unverified=trust_unverified)
         for name, value in result.items():
             out.print(f"{name}: {value.dtype} {list(value.shape)}")
         out.print(f"outputs written to {output}")
@@ -210,6 +216,7 @@ def run(
 def inspect(
     artifact: Annotated[Path, typer.Argument(help="The artifact directory.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print everything as JSON.")] = False,
+    trust_unverified: TrustOpt = False,
 ) -> None:
     """Show an artifact's manifest, inputs/outputs, op histogram and size.
 
@@ -220,7 +227,7 @@ def inspect(
     from tracefuse import api
 
     with _errors():
-        info = api.inspect(artifact)
+        info = api.inspect(artifact, trust_unverified=trust_unverified)
     if as_json:
         sys.stdout.write(json.dumps(info, indent=2) + "\n")
         return
