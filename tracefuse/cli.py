@@ -41,8 +41,10 @@ def main(
                                           help="Print the version and exit.")] = False,
 ) -> None:
     """tracefuse: export, validate, run and inspect model artifacts."""
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # Other libraries' warnings (torch, torchao, transformers) are noise to a CLI user; tracefuse's own show.
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     if not verbose:
+        logging.getLogger("tracefuse").setLevel(logging.WARNING)
         _silence_libraries()
     app.info.context_settings = {"verbose": verbose}
 
@@ -51,7 +53,8 @@ def _silence_libraries() -> None:
     import warnings
 
     warnings.filterwarnings("ignore")
-    for name in ("torch", "torch.onnx", "transformers", "onnxscript", "onnx_ir"):
+    for name in ("torch", "torch.onnx", "transformers", "onnxscript", "onnx_ir",
+                 "torch.utils._pytree", "torchao", "litert_torch", "absl", "jax"):  # the last three: tflite extra
         logging.getLogger(name).setLevel(logging.ERROR)
     try:
         from transformers.utils import logging as hf_logging
@@ -251,10 +254,23 @@ def inspect(
         for op, count in graph["ops"].items():
             ops.add_row(op, str(count))
         out.print(ops)
+    fs = info.get("format_summary")
+    if fs:
+        out.print(f"{fs['graph_file']}: {fs['graph_bytes'] / 1e6:.2f} MB"
+                  + (f" · {fs['nodes']} nodes" if "nodes" in fs else "")
+                  + (f" · {fs['parameters']:,} parameters" if "parameters" in fs else "")
+                  + (f" · {fs['compiled']}" if "compiled" in fs else ""))
+        if fs.get("ops"):
+            out.print("ops: " + ", ".join(f"{op} {n}" for op, n in fs["ops"].items()), highlight=False)
     if m.get("validation"):
         v = m["validation"]
         out.print(f"last validation: {'passed' if v['passed'] else 'FAILED'} on {v['runtime']} "
                   f"({', '.join(v['cases'])})")
+
+
+from tracefuse import cli_jobs  # noqa: E402  (CI jobs commands; imported last, it uses the helpers above)
+
+app.command("ci")(cli_jobs.ci)
 
 
 def entrypoint() -> None:

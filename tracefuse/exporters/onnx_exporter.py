@@ -82,7 +82,9 @@ def _export_transformers(wrapper, args, inputs, outputs, opset) -> ir.Model:
     model = wrapper.model
     sample = dict(zip(wrapper.input_names, args))
     shapes = {
-        name: {i: torch.export.Dim(axis, min=1 if axis != "sequence" else 2) for i, axis in dims.items()} or None
+        # Dim.DYNAMIC lets torch.export infer ranges (a named Dim without bounds violates models' max
+        # length guards); the axes are renamed after the spec below.
+        name: {i: torch.export.Dim.DYNAMIC for i in dims} or None
         for name, dims in _dynamic_axes(inputs).items()
     }
     config = OnnxConfig(dynamic_shapes=shapes, opset_version=opset)
