@@ -236,4 +236,8 @@ def inspect(artifact: str | os.PathLike[str], *, trust_unverified: bool = False)
     info["size_bytes"] = sum(int(f.get("size", 0)) for f in art.manifest.files.values())
     if art.manifest.format == "onnx":
         info["graph"] = summary(load_onnx(art.graph_path))
+    else:
+        from tracefuse.runtimes.format_summary import format_summary
+
+        info["format_summary"] = format_summary(art)
     return info

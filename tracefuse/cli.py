@@ -129,7 +129,7 @@ def export(
     model: Annotated[str, typer.Argument(help="A checkpoint directory, a cached hub id, tiny:<model_type>, "
                                          "builtin:all-MiniLM-L6-v2, or module.path:factory.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="The artifact directory to write.")],
-    format: Annotated[str, typer.Option("--format", help="Graph format: onnx.")] = "onnx",
+    format: Annotated[str, typer.Option("--format", help="Graph format: onnx, torchscript.")] = "onnx",
     task: Annotated[str | None, typer.Option("--task", help="Task; inferred from config.architectures "
                                               "when not given.")] = None,
     opset: Annotated[int | None, typer.Option("--opset", help="ONNX opset (default 18).")] = None,

@@ -14,9 +14,11 @@ from tracefuse.runtimes.base import Runner
 
 RUNTIMES: dict[str, str] = {
     "ort-cpu": "tracefuse.runtimes.ort_cpu:OrtCpuRunner",
+    "torchscript": "tracefuse.runtimes.torchscript:TorchScriptRunner",
 }
 DEFAULT_RUNTIME: dict[str, str] = {
     "onnx": "ort-cpu",
+    "torchscript": "torchscript",
 }
 
 
