@@ -225,7 +225,9 @@ def read_manifest(path: Path) -> Manifest:
         )
     try:
         data = json.loads(mpath.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except OSError as exc:
+        raise ArtifactError(f"cannot read {mpath}", found=str(exc)[:200], fix="check its permissions") from exc
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ArtifactError(f"{mpath} is not valid JSON", found=str(exc)[:200], fix="re-export") from exc
     return Manifest.from_dict(data, where=str(mpath))
 
@@ -277,8 +279,31 @@ def load_artifact(
     `refuse_unverified`: ONNX with a warning, code-executing formats only with `trust_unverified`.
     """
     root = Path(path)
+    if not os.path.lexists(root):
+        atomic.recover(root)
     if root.exists() and (root.is_file() or not (root / MANIFEST_NAME).exists()):
         return _load_unverified(root, trust_unverified)
+    for attempt in range(3):
+        identity = _dir_identity(root)
+        try:
+            return _load_checked(root, verify)
+        except ArtifactError:
+            # A writer swapped a new artifact in while this one was being read: read the new one.
+            if attempt == 2 or _dir_identity(root) == identity:
+                raise
+            logger.info("%s was replaced while it was being loaded; loading it again", root)
+    raise AssertionError("unreachable")
+
+
+def _dir_identity(root: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(root)
+        return st.st_dev, st.st_ino
+    except OSError:
+        return None
+
+
+def _load_checked(root: Path, verify: bool) -> Artifact:
     manifest = read_manifest(root)
     safe_member(root, manifest.graph)
     if manifest.graph not in manifest.files:
@@ -289,7 +314,7 @@ def load_artifact(
             raise ArtifactError(
                 f"the artifact at {root} is incomplete", found=f"'{name}' is missing", fix="re-export it"
             )
-        if verify and sha256_file(member) != entry.get("sha256"):
+        if verify and _digest(member, name) != entry.get("sha256"):
             raise ArtifactError(
                 f"the artifact at {root} was modified after it was written: '{name}' does not match "
                 "the sha256 in its manifest",
@@ -298,6 +323,13 @@ def load_artifact(
     artifact = Artifact(root, manifest)
     _run_check(artifact)
     return artifact
+
+
+def _digest(member: Path, name: str) -> str:
+    try:
+        return sha256_file(member)
+    except OSError as exc:
+        raise ArtifactError(f"cannot read artifact file '{name}'", found=str(exc)[:200]) from exc
 
 
 def _refuse_existing(overwrite: bool) -> Any:

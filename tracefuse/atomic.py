@@ -109,6 +109,24 @@ def clean_stale(parent: Path) -> None:
             shutil.rmtree(stale, ignore_errors=True)
 
 
+def recover(out: Path) -> bool:
+    """Put back the previous artifact at a missing `out` when a fallback swap died half-way; True if it did."""
+    out = Path(out).absolute()
+    old = out.parent / (OLD_PREFIX + out.name)
+    if os.path.lexists(out) or not old.is_dir():
+        return False
+    try:
+        with locked(out.parent / PARENT_LOCK):
+            if os.path.lexists(out) or not old.is_dir():
+                return os.path.lexists(out)
+            logger.warning("restoring %s: a writer died while replacing it", out)
+            os.rename(old, out)
+            return True
+    except OSError as exc:  # a read-only directory: leave it to the next writer
+        logger.warning("cannot restore %s from %s: %s", out, old, exc)
+        return False
+
+
 def _umask() -> int:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
