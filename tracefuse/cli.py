@@ -272,6 +272,11 @@ from tracefuse import cli_jobs  # noqa: E402  (CI jobs commands; imported last, 
 
 app.command("ci")(cli_jobs.ci)
 
+from tracefuse import cli_passes  # noqa: E402  (optimize / quantize commands; they use the helpers above)
+
+app.command("optimize")(cli_passes.optimize)
+app.command("quantize")(cli_passes.quantize)
+
 
 def entrypoint() -> None:
     """Console-script entry point."""
