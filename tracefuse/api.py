@@ -19,6 +19,7 @@ from tracefuse.runtimes import open_runner
 from tracefuse.runtimes.base import Runner
 from tracefuse.validation.inputs import case_name, generate_inputs, load_npz
 from tracefuse.validation.report import summarize
+from tracefuse.validation.steps import add_step_cases
 from tracefuse.validation.validate import validate_runner
 
 logger = logging.getLogger(__name__)
@@ -51,10 +52,11 @@ def tool_versions() -> dict[str, str]:
 
 
 def _reference(loaded, manifest_inputs, manifest_outputs):
-    from tracefuse.exporters.wrapper import FlatWrapper
+    from tracefuse.exporters.cache_wrapper import make_wrapper
     from tracefuse.runtimes.torch_reference import TorchReferenceRunner
 
-    wrapper = FlatWrapper(loaded.module, tuple(s.name for s in manifest_inputs), tuple(s.name for s in manifest_outputs))
+    names = tuple(s.name for s in manifest_inputs), tuple(s.name for s in manifest_outputs)
+    wrapper = make_wrapper(loaded.module, *names)
     return wrapper, TorchReferenceRunner(wrapper, manifest_inputs, manifest_outputs)
 
 
@@ -112,8 +114,8 @@ def export(
     """
     from tracefuse.exporters import FORMATS, export_graph
     from tracefuse.exporters.archspec import resolve_spec
+    from tracefuse.exporters.cache_wrapper import make_wrapper, probe_model_outputs
     from tracefuse.exporters.sources import load_source
-    from tracefuse.exporters.wrapper import FlatWrapper, probe_outputs
 
     if format not in FORMATS:
         raise TracefuseError(f"unknown format '{format}'", fix=f"use one of: {', '.join(FORMATS)}")
@@ -126,12 +128,12 @@ def export(
     shapes = spec.validation_shapes
     to_torch = lambda feeds: {k: torch.from_numpy(v) for k, v in feeds.items()}  # noqa: E731
     progress("probing outputs")
-    outputs = probe_outputs(
+    outputs = probe_model_outputs(
         loaded.module, spec.input_names,
         to_torch(generate_inputs(spec.inputs, shapes[0])), shapes[0],
         to_torch(generate_inputs(spec.inputs, shapes[-1])), shapes[-1],
     )
-    wrapper = FlatWrapper(loaded.module, spec.input_names, tuple(o.name for o in outputs))
+    wrapper = make_wrapper(loaded.module, spec.input_names, tuple(o.name for o in outputs))
     example = to_torch(generate_inputs(spec.inputs, spec.trace_shape, seed=1234))
     report = None
     with staged_artifact(out, overwrite=overwrite) as staging:
@@ -151,6 +153,7 @@ def export(
             with runner:
                 cases = _cases(manifest, inputs, texts, loaded.checkpoint_dir)
                 report = validate_runner(runner, reference, cases, manifest.tolerance)
+                add_step_cases(report, runner, reference)
             report["artifact"] = str(Path(out).absolute())
             manifest = dataclasses.replace(manifest, validation=summarize(report))
             write_manifest(staging, manifest)
@@ -194,6 +197,7 @@ def validate(
     with runner:
         report = validate_runner(runner, ref_runner, _cases(manifest, inputs, texts, loaded.checkpoint_dir),
                                  {**manifest.tolerance, **(tolerance or {})})
+        add_step_cases(report, runner, ref_runner)
     report["artifact"] = str(Path(artifact).absolute())
     report["reference_source"] = str(source)
     if notes:

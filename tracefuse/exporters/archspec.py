@@ -14,6 +14,7 @@ from typing import Any
 
 from tracefuse.artifact import TensorSpec
 from tracefuse.errors import ExportError
+from tracefuse.exporters.decoder_spec import decoder_spec_fields
 from tracefuse.exporters.sources import LoadedModel
 
 logger = logging.getLogger(__name__)
@@ -138,7 +139,9 @@ def resolve_spec(loaded: LoadedModel) -> ArchSpec:
         return _factory_spec(loaded)
     main_input = getattr(loaded.module, "main_input_name", None)
     overrides = {**_OVERRIDES.get((loaded.model_type, None), {}), **_OVERRIDES.get((loaded.model_type, loaded.task), {})}
-    if main_input == "input_ids":
+    if main_input == "input_ids" and (decoder := decoder_spec_fields(loaded)) is not None:
+        spec = ArchSpec(loaded.model_type, loaded.task, **decoder)
+    elif main_input == "input_ids":
         spec = ArchSpec(loaded.model_type, loaded.task, _text_inputs(loaded), TEXT_TRACE, TEXT_SHAPES)
     elif main_input == "pixel_values":
         dynamic = bool(overrides.get("dynamic_image_size", False))

@@ -31,6 +31,7 @@ TASKS: dict[str, Task] = {
         Task("fill-mask", "AutoModelForMaskedLM", "MODEL_FOR_MASKED_LM_MAPPING_NAMES"),
         Task("image-classification", "AutoModelForImageClassification",
              "MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES"),
+        Task("text-generation", "AutoModelForCausalLM", "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES"),
     )
 }
 

@@ -90,6 +90,15 @@ class Runner:
         self.last_latency_ms = (time.perf_counter() - start) * 1e3
         return result
 
+    def generate(self, input_ids: Any, max_new_tokens: int = 32, **options: Any) -> np.ndarray:
+        """Greedy decoding with the KV cache (decoder artifacts); returns prompt + new tokens, [batch, length].
+
+        Options: attention_mask, eos_token_id, pad_token_id (see tracefuse.runtimes.generation).
+        """
+        from tracefuse.runtimes.generation import greedy_generate
+
+        return greedy_generate(self, input_ids, max_new_tokens, **options)
+
     def close(self) -> None:
         """Release the runtime session."""
         if self._opened:

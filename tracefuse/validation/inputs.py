@@ -35,6 +35,7 @@ def generate_inputs(specs: Sequence[TensorSpec], sizes: dict[str, int], seed: in
     """Seeded inputs for every spec at `sizes`; each input gets values its `fill` says make sense.
 
     Masks keep the first row whole and pad the end of later rows, so the mask path is exercised.
+    Positions ({"kind": "positions", "offset_axis": "past_sequence"}) count on from the cached length.
     """
     rng = np.random.default_rng(seed)
     feeds: dict[str, np.ndarray] = {}
@@ -54,6 +55,9 @@ def generate_inputs(specs: Sequence[TensorSpec], sizes: dict[str, int], seed: in
                         arr[row, shape[1] - pad:] = 0
         elif kind == "bool":
             arr = rng.random(size=shape) > 0.5
+        elif kind == "positions":  # positions of the new tokens, after `offset_axis` cached ones
+            offset = int(sizes.get(str(spec.fill.get("offset_axis", "")), 0))
+            arr = np.tile(np.arange(offset, offset + shape[-1]).astype(dtype), (*shape[:-1], 1))
         elif kind == "zeros":
             arr = np.zeros(shape, dtype=dtype)
         else:
