@@ -56,9 +56,16 @@ class TensorSpec:
     def from_dict(cls, data: dict[str, Any]) -> TensorSpec:
         """Read the JSON form; raises ArtifactError when a key is missing or of the wrong type."""
         try:
-            shape = tuple(d if isinstance(d, int) else str(d) for d in data["shape"])
-            return cls(str(data["name"]), str(data["dtype"]), shape, dict(data.get("fill") or {}))
-        except (KeyError, TypeError, ValueError) as exc:
+            shape = data["shape"]
+            fill = data.get("fill") or {}
+            dims_ok = all(isinstance(d, str) or (isinstance(d, int) and not isinstance(d, bool) and d >= 0)
+                          for d in shape)
+            if not isinstance(shape, list) or not dims_ok or not isinstance(fill, dict):
+                raise TypeError("shape must be a list of sizes and axis names, fill a mapping")
+            if not isinstance(data["name"], str) or not isinstance(data["dtype"], str):
+                raise TypeError("name and dtype must be strings")
+            return cls(data["name"], data["dtype"], tuple(shape), dict(fill))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ArtifactError(
                 "a tensor entry in the manifest is malformed",
                 found=repr(data)[:200],
@@ -121,9 +128,20 @@ class Manifest:
             raise ArtifactError(f"{where}: 'files' must map file names to hashes", found=repr(files)[:80])
         shapes = data.get("validation_shapes") or []
         if not isinstance(shapes, list) or not all(
-            isinstance(s, dict) and all(isinstance(v, int) for v in s.values()) for s in shapes
+            isinstance(s, dict) and all(isinstance(v, int) and not isinstance(v, bool) for v in s.values())
+            for s in shapes
         ):
             raise ArtifactError(f"{where}: 'validation_shapes' must be a list of axis→size maps")
+        optional = {"tolerance": dict, "export": dict, "tool_versions": dict, "passes": list, "validation": dict}
+        for key, kind in optional.items():
+            if data.get(key) is not None and not isinstance(data[key], kind):
+                raise ArtifactError(f"{where}: key '{key}' must be a {kind.__name__}", found=repr(data[key])[:80],
+                                    fix="re-export the artifact")
+        tolerance = data.get("tolerance") or {}
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in tolerance.values()):
+            raise ArtifactError(f"{where}: 'tolerance' must map names to numbers", found=repr(tolerance)[:80])
+        if not all(isinstance(p, dict) for p in data.get("passes") or ()):
+            raise ArtifactError(f"{where}: 'passes' must be a list of objects", found=repr(data["passes"])[:80])
         return cls(
             format=data["format"],
             graph=data["graph"],

@@ -278,6 +278,11 @@ app.command("optimize")(cli_passes.optimize)
 app.command("quantize")(cli_passes.quantize)
 
 
+from tracefuse import cli_jobs  # noqa: E402  (CI jobs commands; imported last, it uses the helpers above)
+
+app.command("ci")(cli_jobs.ci)
+
+
 def entrypoint() -> None:
     """Console-script entry point."""
     app()
