@@ -21,6 +21,7 @@ from tracefuse.errors import ExportError
 from tracefuse.exporters import GraphExport
 from tracefuse.exporters.wrapper import FlatWrapper
 from tracefuse.graphs.onnx_file import apply_io_specs, save_onnx
+from tracefuse.graphs.onnx_trust import graph_versions
 
 logger = logging.getLogger(__name__)
 
@@ -138,4 +139,6 @@ def export_onnx_graph(wrapper, example, inputs, outputs, dest: Path, options: di
     exporter = options.get("exporter") or "dynamo"
     opset = options.get("opset") or DEFAULT_OPSET
     files = export_onnx(wrapper, example, inputs, outputs, dest, opset=opset, exporter=exporter)
-    return GraphExport(files, tuple(inputs), tuple(outputs), {"exporter": exporter, "opset": opset})
+    # the versions actually written (the exporter may raise the opset), for the compatibility check on load
+    versions = graph_versions(dest / files[0])
+    return GraphExport(files, tuple(inputs), tuple(outputs), {"exporter": exporter, **versions})

@@ -9,6 +9,7 @@ import numpy as np
 from tracefuse.artifact import Artifact
 from tracefuse.errors import ArtifactError
 from tracefuse.runtimes.base import Runner
+from tracefuse.runtimes.ort_compat import check_supported
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ class OrtCpuRunner(Runner):
     def _open(self) -> None:
         import onnxruntime as ort
 
+        check_supported(self.artifact.graph_path)  # names both versions instead of ORT's bare refusal
         options = ort.SessionOptions()
         options.log_severity_level = 3
         if self.threads:
