@@ -15,6 +15,7 @@ import numpy as np
 
 from tracefuse.artifact import Artifact, Manifest, finalize, load_artifact, staged_artifact, write_manifest
 from tracefuse.errors import SourceError, TracefuseError
+from tracefuse.resources import check_export
 from tracefuse.runtimes import open_runner
 from tracefuse.runtimes.base import Runner
 from tracefuse.validation.inputs import case_name, generate_inputs, load_npz
@@ -105,12 +106,14 @@ def export(
     runtime: str | None = None,
     threads: int | None = None,
     progress: Progress = _noop,
+    max_memory: int | None = None,
 ) -> ExportResult:
     """Export `model` (a source string, see tracefuse.exporters.sources) to an artifact directory at `out`.
 
     The artifact is assembled in a staging directory and renamed into place only when complete. With
     `validate`, it is run on ONNX Runtime at the spec's validation shapes (and on `inputs` / `texts`)
-    and compared to PyTorch; the summary is stored in the manifest.
+    and compared to PyTorch; the summary is stored in the manifest. Memory (capped by `max_memory`
+    bytes) and disk space are checked first (tracefuse.resources).
     """
     from tracefuse.exporters import FORMATS, export_graph
     from tracefuse.exporters.archspec import resolve_spec
@@ -124,6 +127,7 @@ def export(
 
     progress(f"loading {model}")
     loaded = load_source(model, task)
+    check_export(loaded.module, out, max_memory=max_memory)
     spec = resolve_spec(loaded)
     shapes = spec.validation_shapes
     to_torch = lambda feeds: {k: torch.from_numpy(v) for k, v in feeds.items()}  # noqa: E731

@@ -137,6 +137,8 @@ def export(
     = "dynamo",
     no_validate: Annotated[bool, typer.Option("--no-validate", help="Skip validation against PyTorch.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty output directory.")] = False,
+    max_memory: Annotated[str | None, typer.Option("--max-memory", help="Refuse to export when the model needs more "
+                                                   "memory than this (e.g. 8G); default: what is available.")] = None,
     inputs: InputsOpt = None,
     text: TextOpt = None,
     text_file: TextFileOpt = None,
@@ -150,9 +152,12 @@ def export(
     from tracefuse import api
 
     with _errors():
+        from tracefuse.resources import parse_size
+
         texts = _texts(text, text_file)
         with _progress() as progress:
             result = api.export(model, output, format=format, task=task, opset=opset, exporter=exporter,
+                                max_memory=parse_size(max_memory) if max_memory else None,
                                 validate=not no_validate, overwrite=overwrite, inputs=inputs, texts=texts,
                                 threads=threads, progress=progress)
         out.print(f"wrote {result.artifact.path} ({result.artifact.manifest.format}, task "
