@@ -26,3 +26,21 @@ def bert_artifact(artifacts_dir) -> Path:
     result = api.export("tiny:bert", out)
     assert result.report is not None and result.report["passed"]
     return out
+
+
+@pytest.fixture(scope="session")
+def decoder_artifact(artifacts_dir):
+    """A function: model_type -> (path, report) of tiny:<model_type> exported for text-generation with its
+    KV cache and validated (prefill + decode steps); exported once per session, treat it as read-only."""
+    from tracefuse import api
+
+    exported: dict[str, tuple[Path, dict]] = {}
+
+    def get(model_type: str) -> tuple[Path, dict]:
+        if model_type not in exported:
+            out = artifacts_dir / f"decoder-{model_type}"
+            result = api.export(f"tiny:{model_type}", out, task="text-generation")
+            exported[model_type] = (out, result.report)
+        return exported[model_type]
+
+    return get

@@ -282,6 +282,10 @@ from tracefuse import cli_passes  # noqa: E402  (optimize / quantize commands; t
 app.command("optimize")(cli_passes.optimize)
 app.command("quantize")(cli_passes.quantize)
 
+from tracefuse import cli_generate  # noqa: E402  (generate command)
+
+app.command("generate")(cli_generate.generate)
+
 
 from tracefuse import cli_jobs  # noqa: E402  (CI jobs commands; imported last, it uses the helpers above)
 

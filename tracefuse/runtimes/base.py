@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -64,9 +66,17 @@ class Runner:
 
     Subclasses implement `_open`, `_infer` and `_close`. `infer` checks the feeds first and records
     the latency of the last call in `last_latency_ms`.
+
+    Threads: one opened runner may be shared by many threads. `open` is serialized (one session, however
+    many threads race to open it); `infer` runs concurrently when the runtime allows it (`thread_safe`,
+    true for ONNX Runtime, whose run() is documented thread-safe) and is serialized by a lock when a
+    subclass sets `thread_safe = False` (e.g. a TFLite interpreter). `last_latency_ms` is the latency
+    of whichever call finished last, in any thread; time calls yourself for per-call figures. Close a
+    runner only after every thread has finished using it.
     """
 
     name = "base"
+    thread_safe = True
 
     def __init__(self, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> None:
         self.inputs = tuple(inputs)
@@ -74,20 +84,27 @@ class Runner:
         self.last_latency_ms: float | None = None
         self._opened = False
 
+    def _lock(self) -> threading.RLock:
+        # dict.setdefault is atomic: subclasses that never call Runner.__init__ still get exactly one lock
+        return self.__dict__.setdefault("_runner_lock", threading.RLock())
+
     def open(self) -> Runner:
-        """Prepare the runtime session (idempotent)."""
+        """Prepare the runtime session (idempotent, and safe when several threads open at once)."""
         if not self._opened:
-            self._open()
-            self._opened = True
+            with self._lock():
+                if not self._opened:
+                    self._open()
+                    self._opened = True
         return self
 
     def infer(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """Run on checked feeds; returns outputs by name, in the artifact's output order."""
         checked = check_feeds(self.inputs, feeds)
         self.open()
-        start = time.perf_counter()
-        result = self._infer(checked)
-        self.last_latency_ms = (time.perf_counter() - start) * 1e3
+        with contextlib.nullcontext() if self.thread_safe else self._lock():
+            start = time.perf_counter()
+            result = self._infer(checked)
+            self.last_latency_ms = (time.perf_counter() - start) * 1e3
         return result
 
     def generate(self, input_ids: Any, max_new_tokens: int = 32, **options: Any) -> np.ndarray:
