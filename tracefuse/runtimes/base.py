@@ -118,9 +118,10 @@ class Runner:
 
     def close(self) -> None:
         """Release the runtime session."""
-        if self._opened:
-            self._close()
-            self._opened = False
+        with self._lock():
+            if self._opened:
+                self._close()
+                self._opened = False
 
     def __enter__(self) -> Runner:
         return self.open()
