@@ -107,3 +107,13 @@ def test_killed_cli_export_over_an_existing_artifact(tmp_path, bert_artifact):
     assert load_artifact(out).manifest.files == before  # the old artifact, complete and verified
     write(str(tmp_path / "other"), "other", False, 0)
     assert _leftovers(tmp_path) == []
+
+
+def test_artifact_permissions_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        write(str(tmp_path / "art"), "x", False, 0)
+    finally:
+        os.umask(old)
+    assert (tmp_path / "art").stat().st_mode & 0o777 == 0o755  # not mkdtemp's 0700
+    assert (tmp_path / "art" / "manifest.json").stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
