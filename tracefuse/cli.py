@@ -46,7 +46,6 @@ def main(
     if not verbose:
         logging.getLogger("tracefuse").setLevel(logging.WARNING)
         _silence_libraries()
-    app.info.context_settings = {"verbose": verbose}
 
 
 def _silence_libraries() -> None:

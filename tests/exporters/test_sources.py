@@ -17,6 +17,8 @@ from tracefuse.errors import SourceError
 from tracefuse.exporters import tasks
 from tracefuse.exporters.sources import load_source
 
+from tests.helpers import save_tiny_checkpoint
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -28,16 +30,7 @@ def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     """A tiny BertModel saved with save_pretrained (config.json + model.safetensors)."""
-    from transformers import BertModel
-
-    from tracefuse.exporters.tiny import tiny_config
-
-    torch.manual_seed(7)
-    model = BertModel(tiny_config("bert")).eval()
-    path = tmp_path_factory.mktemp("ckpt") / "tiny-bert"
-    model.save_pretrained(path)
-    assert (path / "model.safetensors").is_file() and (path / "config.json").is_file()
-    return path
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny-bert")
 
 
 @pytest.fixture
