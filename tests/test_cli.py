@@ -276,7 +276,8 @@ def test_validate_missing_artifact(tmp_path):
 @pytest.mark.parametrize(
     ("change", "needles"),
     [
-        (lambda f: f.update(input_idz=f.pop("input_ids")), ("do not match", "unexpected: input_idz", "missing: input_ids")),
+        (lambda f: f.update(input_idz=f.pop("input_ids")),
+         ("do not match", "unexpected: input_idz", "missing: input_ids")),
         (lambda f: f.update(input_ids=f["input_ids"].astype(np.int32)), ("'input_ids' has the wrong dtype", "int32")),
         (lambda f: f.update(input_ids=f["input_ids"].astype(np.float32)), ("'input_ids' has the wrong dtype",)),
         (lambda f: f.update(attention_mask=f["attention_mask"][0]), ("'attention_mask' has the wrong rank",)),

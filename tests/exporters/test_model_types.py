@@ -100,7 +100,7 @@ def _check_export(result, model_type: str, task: str, exporter: str = "dynamo") 
             assert name in output_names, f"{name} missing from {output_names}"
             shape = manifest.outputs[output_names.index(name)].shape
             assert len(shape) == len(axes)
-            assert all(want is None or want == got for want, got in zip(axes, shape)), shape
+            assert all(want is None or want == got for want, got in zip(axes, shape, strict=True)), shape
 
 
 @pytest.mark.slow

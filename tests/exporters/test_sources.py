@@ -13,11 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.helpers import save_tiny_checkpoint
 from tracefuse.errors import SourceError
 from tracefuse.exporters import tasks
 from tracefuse.exporters.sources import load_source
-
-from tests.helpers import save_tiny_checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -22,11 +22,12 @@ def compare(name: str, actual: np.ndarray, expected: np.ndarray, atol: float, rt
         return result
     a = actual.astype(np.float64)
     e = expected.astype(np.float64)
-    if not np.all(np.isfinite(a) == np.isfinite(e)):
+    finite = np.isfinite(e)
+    # Non-finite values must sit where the reference has them and be the same: NaN, +inf or -inf.
+    if not np.array_equal(np.isfinite(a), finite) or not np.array_equal(a[~finite], e[~finite], equal_nan=True):
         result.update(passed=False, reason="non-finite values differ from the reference")
         return result
-    finite = np.isfinite(e)
-    diff = np.abs(a - e)[finite] if a.size else np.zeros(0)
+    diff = np.abs(a[finite] - e[finite])
     ref = np.abs(e)[finite]
     result["max_abs"] = float(diff.max()) if diff.size else 0.0
     result["mean_abs"] = float(diff.mean()) if diff.size else 0.0
