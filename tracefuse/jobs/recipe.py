@@ -139,6 +139,11 @@ def key_line(text: str, dotted: str) -> int | None:
     return next((no for name, no in _header_paths(lines) if name.startswith(dotted)), None)
 
 
+def _keys(value: Any) -> set[str]:
+    """The keys of a table, or none when it is not one (the table check then names the problem)."""
+    return set(value) if isinstance(value, dict) else set()
+
+
 class _Checker:
     """Key-by-key checks that raise RecipeError naming the key and its line."""
 
@@ -189,7 +194,10 @@ def load_recipe(path: str | Path | None = None) -> Recipe:
     if not path.is_file():
         raise RecipeError(f"no recipe at {path}", found="the file does not exist",
                           fix="write a tracefuse.toml (see docs/ci.md) or pass --recipe FILE")
-    text = path.read_text()
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecipeError(f"cannot read {path} as UTF-8 text", found=str(exc)[:200], fix="save it as UTF-8") from exc
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -212,13 +220,13 @@ def parse_recipe(data: dict[str, Any], path: Path, text: str = "") -> Recipe:
             raise c.fail(f"ci.{key}", "must be a path string", found=ci[key])
     base = path.parent
     formats: dict[str, FormatVariant] = {name: FormatVariant(name, name) for name in FORMATS}
-    for name, entry in c.table(data.get("formats", {}), "formats", set(data.get("formats", {}))).items():
+    for name, entry in c.table(data.get("formats", {}), "formats", _keys(data.get("formats", {}))).items():
         entry = c.table(entry, f"formats.{name}", _FORMAT_KEYS)
         fmt = entry.get("format", name)
-        if fmt not in FORMATS:
+        if not isinstance(fmt, str) or fmt not in FORMATS:
             raise c.fail(f"formats.{name}.format" if "format" in entry else f"formats.{name}",
                          f"names format '{fmt}', which is not registered", fix=f"use one of: {', '.join(FORMATS)}")
-        options = c.table(entry.get("options", {}), f"formats.{name}.options", set(entry.get("options", {})))
+        options = c.table(entry.get("options", {}), f"formats.{name}.options", _keys(entry.get("options", {})))
         formats[name] = FormatVariant(name, fmt, dict(options))
     defaults = c.table(data.get("defaults", {}), "defaults", _CELL_KEYS)
     timeout = c.number(ci.get("timeout_s", 900), "ci.timeout_s")
