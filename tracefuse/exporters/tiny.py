@@ -40,6 +40,9 @@ def tiny_config_kwargs(config: Any) -> dict[str, Any]:
             kwargs[key] = value
     if isinstance(getattr(config, "num_key_value_heads", None), int):
         kwargs["num_key_value_heads"] = HEADS // 2
+    pad = getattr(config, "pad_token_id", None)
+    if isinstance(pad, int) and "vocab_size" in kwargs and pad >= VOCAB:
+        kwargs["pad_token_id"] = VOCAB - 1  # an embedding's padding_idx must lie inside the shrunk vocabulary
     for key in ("hidden_sizes", "depths"):
         value = getattr(config, key, None)
         if isinstance(value, (list, tuple)) and value:
