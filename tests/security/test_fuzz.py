@@ -121,3 +121,16 @@ def test_load_and_inspect_mutated_bert(bert_artifact, edits, cut):
 @given(st.binary(max_size=300))
 def test_load_and_inspect_arbitrary_bytes(small_artifact, blob):
     _load_and_inspect(small_artifact, blob)
+
+
+@FUZZ
+@given(mutations, st.none() | st.floats(0, 1))
+def test_manifest_less_load_and_inspect_of_mutated_model(small_artifact, edits, cut):
+    with tempfile.TemporaryDirectory() as tmp:
+        graph = Path(tmp) / "model.onnx"
+        graph.write_bytes(_mutate((small_artifact / "model.onnx").read_bytes(), edits, cut))
+        try:
+            load_artifact(Path(tmp))
+            api.inspect(graph)
+        except TracefuseError:
+            pass
