@@ -46,6 +46,11 @@ FORMAT_TRUST: dict[str, FormatTrust] = {
         bare="tracefuse.graphs.onnx_trust:bare_manifest",
         suffixes=(".onnx",),
     ),
+    # Loading runs code (pickle, TorchScript, AOTInductor shared libraries): runners use
+    # tracefuse.runtimes.trusted.verified_bytes. No `bare` yet: a manifest-less file is refused (and,
+    # with trust_unverified, reported as not describable) until their owner adds one.
+    "torchscript": FormatTrust(executes_code=True, suffixes=(".pt", ".ts")),
+    "pt2": FormatTrust(executes_code=True, suffixes=(".pt2",)),
 }
 
 

@@ -149,3 +149,11 @@ def test_odd_manifest_names_give_artifact_errors(tmp_path, bert_artifact, name):
     (root / MANIFEST_NAME).write_text(json.dumps(data))
     with pytest.raises(ArtifactError, match="relative path inside the artifact"):
         load_artifact(root)
+
+
+def test_manifest_less_torchscript_is_refused_without_the_flag(tmp_path):
+    (tmp_path / "model.pt").write_bytes(b"PK\x03\x04 pretend TorchScript archive")
+    with pytest.raises(ArtifactError, match="can execute arbitrary code"):
+        api.load(tmp_path)
+    with pytest.raises(ArtifactError, match="cannot describe a torchscript graph"):
+        load_artifact(tmp_path, trust_unverified=True)
