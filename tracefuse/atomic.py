@@ -33,6 +33,8 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from tracefuse.errors import ArtifactError
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: no advisory locks; single-writer use only
@@ -180,12 +182,16 @@ def staging_dir(out: Path, precondition: Callable[[Path], None]) -> Iterator[Pat
     `precondition(out)` runs again under the parent lock just before the swap; it raises to refuse.
     """
     parent = out.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    with locked(parent / PARENT_LOCK):
-        clean_stale(parent)
-        staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{out.name}-", dir=parent))
-        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes 0700; an artifact is shared like any directory
-        fd = _hold(staging / WRITER_LOCK)
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        with locked(parent / PARENT_LOCK):
+            clean_stale(parent)
+            staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{out.name}-", dir=parent))
+            os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes 0700; an artifact is shared like any directory
+            fd = _hold(staging / WRITER_LOCK)
+    except OSError as exc:
+        raise ArtifactError(f"cannot write an artifact in {parent}", found=str(exc)[:200],
+                            fix="choose an output path in a directory you can write to") from exc
     try:
         yield staging
         crash_point("before-commit")

@@ -52,3 +52,17 @@ def test_commit_refuses_a_path_written_meanwhile(tmp_path):
     assert "--overwrite" in str(info.value)
     assert _marker(out) == "other"
     assert _leftovers(tmp_path) == []
+
+
+def test_unwritable_parent_is_a_clear_error(tmp_path):
+    import os
+
+    if os.geteuid() == 0:
+        # root ignores directory permissions; a path under a regular file is unwritable for anyone
+        (tmp_path / "file").write_text("x")
+        out = tmp_path / "file" / "art"
+    else:
+        (tmp_path / "ro").mkdir(mode=0o500)
+        out = tmp_path / "ro" / "art"
+    with pytest.raises(ArtifactError, match="cannot write an artifact in"):
+        write(str(out), "x", False, 0)
