@@ -50,6 +50,18 @@ def _name_dims(a: torch.Tensor, b: torch.Tensor, sizes_a: dict[str, int], sizes_
     return tuple(dims)
 
 
+def _run(model: torch.nn.Module, names: tuple[str, ...], feeds: dict[str, torch.Tensor], sizes: dict[str, int]):
+    try:
+        return model(**{n: feeds[n] for n in names})
+    except Exception as exc:  # noqa: BLE001 - a model's forward can raise anything
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        raise ExportError(
+            f"the PyTorch model itself fails on the generated inputs ({', '.join(f'{k}={v}' for k, v in sizes.items())})",
+            found=f"{type(exc).__name__}: {first}",
+            fix="check the task and input shapes, or export it as module.path:factory with working example inputs",
+        ) from exc
+
+
 @torch.no_grad()
 def probe_outputs(
     model: torch.nn.Module,
@@ -60,8 +72,8 @@ def probe_outputs(
     sizes_b: dict[str, int],
 ) -> tuple[TensorSpec, ...]:
     """Run the model at two shapes; name each output and each of its axes that changes with an input axis."""
-    out_a = _named_tensors(model(**{n: feeds_a[n] for n in input_names}))
-    out_b = dict(_named_tensors(model(**{n: feeds_b[n] for n in input_names})))
+    out_a = _named_tensors(_run(model, input_names, feeds_a, sizes_a))
+    out_b = dict(_named_tensors(_run(model, input_names, feeds_b, sizes_b)))
     if not out_a:
         raise ExportError("the model returned no tensors for the example inputs")
     specs = []
