@@ -117,3 +117,19 @@ def test_artifact_permissions_follow_the_umask(tmp_path):
         os.umask(old)
     assert (tmp_path / "art").stat().st_mode & 0o777 == 0o755  # not mkdtemp's 0700
     assert (tmp_path / "art" / "manifest.json").stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+
+
+@pytest.mark.parametrize(("point", "replaced"), [("before-commit", False), ("after-swap", True)])
+def test_killed_cli_optimize_over_an_existing_artifact(tmp_path, bert_artifact, point, replaced):
+    out = copy_artifact(bert_artifact, tmp_path / "opt")
+    before = load_artifact(out).manifest
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "tracefuse"), "optimize", str(bert_artifact), "-o", str(out),
+         "--overwrite", "--preset", "cpu", "--no-validate"],
+        cwd=REPO, env=_env(point), capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
+    after = load_artifact(out).manifest  # complete and verified either way
+    assert (after.passes != before.passes) is replaced and (after.files != before.files) is replaced
+    write(str(tmp_path / "other"), "other", False, 0)
+    assert _leftovers(tmp_path) == []
