@@ -133,3 +133,16 @@ def test_killed_cli_optimize_over_an_existing_artifact(tmp_path, bert_artifact, 
     assert (after.passes != before.passes) is replaced and (after.files != before.files) is replaced
     write(str(tmp_path / "other"), "other", False, 0)
     assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="renameat2(RENAME_EXCHANGE) is Linux-only")
+def test_exchange_swaps_two_directories_in_one_step(tmp_path):
+    from tracefuse.atomic import _exchange
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "from_a").write_text("a")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "from_b").write_text("b")
+    assert _exchange(tmp_path / "a", tmp_path / "b") is True  # the atomic path is the one in use here
+    assert [p.name for p in (tmp_path / "a").iterdir()] == ["from_b"]
+    assert [p.name for p in (tmp_path / "b").iterdir()] == ["from_a"]
