@@ -63,7 +63,10 @@ def crash_point(name: str) -> None:
 @contextlib.contextmanager
 def locked(lock_path: Path) -> Iterator[None]:
     """Hold an exclusive fcntl lock on `lock_path` (created if missing) for the duration of the block."""
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+    except PermissionError:  # another user's lock file: a read-only descriptor can hold a flock too
+        fd = os.open(lock_path, os.O_RDONLY)
     try:
         if fcntl is not None:
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -82,7 +85,7 @@ def _hold(lock_path: Path) -> int:
 def _owner_alive(staging: Path) -> bool:
     """True when a live process holds the writer lock of `staging`."""
     try:
-        fd = os.open(staging / WRITER_LOCK, os.O_RDWR)
+        fd = os.open(staging / WRITER_LOCK, os.O_RDONLY)
     except OSError:
         return False  # no lock file: created by a dead writer, or an old directory left after a swap
     try:
@@ -104,11 +107,11 @@ def clean_stale(parent: Path) -> None:
             logger.warning("restoring %s: a writer died while replacing it", target)
             os.rename(old, target)
         else:
-            shutil.rmtree(old, ignore_errors=True)
+            _remove(old)
     for stale in parent.glob(STAGING_PREFIX + "*"):
-        if stale.is_dir() and not stale.is_symlink() and not _owner_alive(stale):
+        if stale.is_symlink() or (stale.is_dir() and not _owner_alive(stale)):
             logger.info("removing stale staging directory %s", stale)
-            shutil.rmtree(stale, ignore_errors=True)
+            _remove(stale)
 
 
 def recover(out: Path) -> bool:
@@ -127,6 +130,14 @@ def recover(out: Path) -> bool:
     except OSError as exc:  # a read-only directory: leave it to the next writer
         logger.warning("cannot restore %s from %s: %s", out, old, exc)
         return False
+
+
+def _remove(path: Path) -> None:
+    """Delete a directory tree, or the symlink that stands where one was (rmtree refuses links)."""
+    if os.path.islink(path):
+        os.unlink(path)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _umask() -> int:
@@ -201,9 +212,9 @@ def staging_dir(out: Path, precondition: Callable[[Path], None]) -> Iterator[Pat
             swap_in(staging, out)
         crash_point("after-swap")
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        _remove(staging)
         raise
     finally:
         os.close(fd)
-    shutil.rmtree(staging, ignore_errors=True)  # the previous artifact, if there was one
+    _remove(staging)  # the previous artifact (or the symlink that stood at `out`), if there was one
     logger.info("wrote %s", out)

@@ -146,3 +146,13 @@ def test_exchange_swaps_two_directories_in_one_step(tmp_path):
     assert _exchange(tmp_path / "a", tmp_path / "b") is True  # the atomic path is the one in use here
     assert [p.name for p in (tmp_path / "a").iterdir()] == ["from_b"]
     assert [p.name for p in (tmp_path / "b").iterdir()] == ["from_a"]
+
+
+def test_overwriting_a_symlinked_output_leaves_no_litter(tmp_path):
+    real = tmp_path / "real"
+    write(str(real), "old", False, 0)
+    (tmp_path / "link").symlink_to(real)
+    write(str(tmp_path / "link"), "new", True, 0)
+    assert _marker(tmp_path / "link") == "new" and not (tmp_path / "link").is_symlink()
+    assert _marker(real) == "old"  # what the link pointed to is left alone
+    assert _leftovers(tmp_path) == []
