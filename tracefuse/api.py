@@ -15,7 +15,7 @@ import numpy as np
 
 from tracefuse.artifact import Artifact, Manifest, finalize, load_artifact, staged_artifact, write_manifest
 from tracefuse.errors import SourceError, TracefuseError
-from tracefuse.resources import check_export
+from tracefuse.resources import check_export, check_source
 from tracefuse.runtimes import open_runner
 from tracefuse.runtimes.base import Runner
 from tracefuse.validation.inputs import case_name, generate_inputs, load_npz
@@ -126,6 +126,7 @@ def export(
     import torch
 
     progress(f"loading {model}")
+    check_source(model, max_memory=max_memory)
     loaded = load_source(model, task)
     check_export(loaded.module, out, max_memory=max_memory)
     spec = resolve_spec(loaded)

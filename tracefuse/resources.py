@@ -98,6 +98,24 @@ def module_bytes(module: Any) -> int:
     return total
 
 
+_WEIGHT_GLOBS = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.gguf")
+
+
+def checkpoint_bytes(source: str) -> int | None:
+    """Size of the weight files of a local checkpoint directory; None for other sources (tiny:, hub ids, …)."""
+    path = Path(source)
+    if not path.is_dir():
+        return None
+    return sum(p.stat().st_size for pattern in _WEIGHT_GLOBS for p in path.glob(pattern) if p.is_file())
+
+
+def check_source(source: str, *, max_memory: int | None = None) -> None:
+    """Before loading a local checkpoint, check that its weights fit in memory (×1.1)."""
+    size = checkpoint_bytes(source)
+    if size:
+        check_memory(int(size * OVERHEAD), f"loading the checkpoint {source}", max_memory=max_memory)
+
+
 def check_export(module: Any, out: str | os.PathLike[str], *, max_memory: int | None = None) -> int:
     """Check memory and disk for exporting `module` to `out`; returns the estimated artifact size in bytes.
 

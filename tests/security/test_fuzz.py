@@ -19,6 +19,8 @@ from tracefuse import api
 from tracefuse.artifact import MANIFEST_NAME, Manifest, hash_files, load_artifact, read_manifest
 from tracefuse.errors import TracefuseError
 
+pytestmark = pytest.mark.timeout(300)  # a hang fails the test instead of stalling the suite
+
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), derandomize=False)
 
 json_values = st.recursive(

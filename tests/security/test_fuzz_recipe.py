@@ -7,6 +7,7 @@ import tempfile
 import tomllib
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -14,6 +15,8 @@ from tests.jobs.test_recipe import GOOD
 from tracefuse.errors import TracefuseError
 from tracefuse.jobs.matrix import expand
 from tracefuse.jobs.recipe import load_recipe, parse_recipe
+
+pytestmark = pytest.mark.timeout(300)  # a hang fails the test instead of stalling the suite
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 GOOD_DATA = tomllib.loads(GOOD)

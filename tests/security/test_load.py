@@ -7,11 +7,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from tracefuse import api
 from tracefuse.artifact import load_artifact
 from tracefuse.runtimes import open_runner
 from tracefuse.runtimes.base import Runner
+
+pytestmark = pytest.mark.timeout(300)  # a hang fails the test instead of stalling the suite
 
 THREADS = 4
 PER_THREAD = 2500  # 10,000 inferences of tiny:bert: a few seconds on one core

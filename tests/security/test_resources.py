@@ -70,3 +70,20 @@ def test_cli_max_memory_refuses_with_exit_2(tmp_path):
     assert result.exit_code == 2, result.output
     assert "--max-memory" in result.output and "needed" in result.output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_huge_local_checkpoint_is_refused_before_loading(tmp_path, monkeypatch):
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text('{"model_type": "bert"}')
+    with open(ckpt / "model.safetensors", "wb") as fh:
+        fh.truncate(1 << 40)  # a sparse 1 TiB file: its size counts, it takes no disk
+    monkeypatch.setattr(resources, "available_memory", lambda: 16 << 30)
+
+    def never(*args, **kwargs):
+        raise AssertionError("the checkpoint was loaded before the memory check")
+
+    monkeypatch.setattr("tracefuse.exporters.sources.load_source", never)
+    with pytest.raises(ResourceError, match="loading the checkpoint") as info:
+        api.export(str(ckpt), tmp_path / "out")
+    assert "needed 1.10 TiB, available 16.00 GiB" in str(info.value)
