@@ -157,3 +157,19 @@ def test_manifest_less_torchscript_is_refused_without_the_flag(tmp_path):
         api.load(tmp_path)
     with pytest.raises(ArtifactError, match="cannot describe a torchscript graph"):
         load_artifact(tmp_path, trust_unverified=True)
+
+
+def test_cli_inspect_of_manifest_less_graphs(tmp_path):
+    from typer.testing import CliRunner
+
+    from tracefuse.cli import app
+
+    (tmp_path / "onnx").mkdir()
+    (tmp_path / "onnx" / "model.onnx").write_bytes(add_model().SerializeToString())
+    result = CliRunner().invoke(app, ["inspect", str(tmp_path / "onnx"), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout[result.stdout.index("{"):])["graph"]["ops"] == {"Add": 1}
+    (tmp_path / "ts").mkdir()
+    (tmp_path / "ts" / "model.pt").write_bytes(b"not really")
+    result = CliRunner().invoke(app, ["inspect", str(tmp_path / "ts")])
+    assert result.exit_code == 2 and "--trust-unverified" in result.output
