@@ -250,3 +250,5 @@ def inspect(artifact: str | os.PathLike[str], *, trust_unverified: bool = False)
 
         info["format_summary"] = format_summary(art)
     return info
+
+from tracefuse.api_passes import optimize, quantize  # noqa: E402,F401  (the optimization stage; see api_passes)
