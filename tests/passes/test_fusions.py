@@ -77,3 +77,13 @@ def test_all_fusions_on_tiny_bert(bert_artifact):
     actual = _ort.run_cases(_ort.session(result.model), [("c", feeds)])[0]
     for name, value in expected.items():
         np.testing.assert_allclose(actual[name], value, rtol=1e-3, atol=1e-4)
+
+
+def test_transpose_and_scale_fold_into_fused_matmul():
+    model = g.softmax_attention_core()
+    feeds = g.feeds_for(model)
+    expected = g.run(model, feeds)
+    result = get_pass("fuse-matmul")(model)
+    assert g.ops(result.model) == ["FusedMatMul", "Softmax", "MatMul"]
+    assert result.stats["report"] == "matmul: 1/1"
+    np.testing.assert_allclose(g.run(result.model, feeds)[0], expected[0], rtol=1e-4, atol=1e-5)

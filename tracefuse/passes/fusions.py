@@ -86,6 +86,19 @@ def norm_candidates(model: ir.Model) -> int:
     return found
 
 
+def matmul_candidates(model: ir.Model) -> int:
+    """MatMuls that FusedMatMul can absorb: fed by a Transpose, or scaled by a Div / Mul, plus FusedMatMuls."""
+    found = sum(_count(model, ("FusedMatMul",)).values())
+    for node in _nodes(model):
+        if node.op_type != "MatMul":
+            continue
+        fed = any(_producer_op(v) == "Transpose" for v in node.inputs)
+        scaled = any(use.op_type in ("Div", "Mul") and _const_scalar(use.inputs[1]) is not None
+                     for use, _ in node.outputs[0].uses())
+        found += int(fed or scaled)
+    return found
+
+
 def gelu_candidates(model: ir.Model) -> int:
     """GELU blocks: Erf (exact GELU), Pow(x, 3) (tanh approximation), plus GELU ops already present."""
     found = sum(_count(model, GELU_OPS).values())
@@ -223,6 +236,9 @@ NORM_STAGES = (
 STANDARD_NORM_STAGES = (
     Stage("layer_norm", _ort("rules.fusion._layer_norm", "layer_normalization_ruleset")),
 )
+MATMUL_STAGES = (
+    Stage("fused_matmul", lambda: _ort("ort_fusions.fused_matmul_rule_sets", "fused_matmul_rule_sets")()()),
+)
 GELU_STAGES = (
     Stage("erf_gelu", _ort("ort_fusions.erfgelu", "rules")),
     Stage("gelu", _ort("ort_fusions.gelu", "gelu_rules")),
@@ -240,6 +256,9 @@ register_pass("fuse-norm", lambda: FusionPass("fuse-norm", "norm", NORM_STAGES, 
 register_pass("fuse-norm-standard", lambda: FusionPass("fuse-norm-standard", "norm", STANDARD_NORM_STAGES,
                                                        norm_candidates, NORM_OPS, prepare=True),
               "decomposed LayerNorm to the standard LayerNormalization op (no com.microsoft ops)")
+register_pass("fuse-matmul", lambda: FusionPass("fuse-matmul", "matmul", MATMUL_STAGES, matmul_candidates,
+                                                ("FusedMatMul",)),
+              "Transpose / scale around a MatMul into ONNX Runtime FusedMatMul (transA/transB/alpha)")
 register_pass("fuse-gelu", lambda: FusionPass("fuse-gelu", "gelu", GELU_STAGES, gelu_candidates, GELU_OPS,
                                               prepare=True),
               "exact and tanh GELU (with the preceding bias Add) to ONNX Runtime Gelu / FastGelu / BiasGelu")
