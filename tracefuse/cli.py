@@ -128,7 +128,7 @@ def export(
     model: Annotated[str, typer.Argument(help="A checkpoint directory, a cached hub id, tiny:<model_type>, "
                                          "builtin:all-MiniLM-L6-v2, or module.path:factory.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="The artifact directory to write.")],
-    format: Annotated[str, typer.Option("--format", help="Graph format: onnx, torchscript.")] = "onnx",
+    format: Annotated[str, typer.Option("--format", help="Graph format: onnx, torchscript, pt2 (--aot).")] = "onnx",
     task: Annotated[str | None, typer.Option("--task", help="Task; inferred from config.architectures "
                                               "when not given.")] = None,
     opset: Annotated[int | None, typer.Option("--opset", help="ONNX opset (default 18).")] = None,
@@ -143,6 +143,8 @@ def export(
     text_file: TextFileOpt = None,
     threads: ThreadsOpt = None,
     json_path: JsonOpt = None,
+    aot: Annotated[bool, typer.Option("--aot", help="pt2 only: compile with AOTInductor into a native "
+                                      "package (needs a C++ compiler; slow).")] = False,
 ) -> None:
     """Export MODEL to an artifact directory, then validate it on ONNX Runtime CPU against PyTorch.
 
@@ -158,7 +160,7 @@ def export(
             result = api.export(model, output, format=format, task=task, opset=opset, exporter=exporter,
                                 max_memory=parse_size(max_memory) if max_memory else None,
                                 validate=not no_validate, overwrite=overwrite, inputs=inputs, texts=texts,
-                                threads=threads, progress=progress)
+                                threads=threads, progress=progress, options={"aot": True} if aot else None)
         out.print(f"wrote {result.artifact.path} ({result.artifact.manifest.format}, task "
                   f"{result.artifact.manifest.task})")
         if result.report is not None:

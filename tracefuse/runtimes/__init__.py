@@ -15,10 +15,12 @@ from tracefuse.runtimes.base import Runner
 RUNTIMES: dict[str, str] = {
     "ort-cpu": "tracefuse.runtimes.ort_cpu:OrtCpuRunner",
     "torchscript": "tracefuse.runtimes.torchscript:TorchScriptRunner",
+    "pt2": "tracefuse.runtimes.pt2:Pt2Runner",
 }
 DEFAULT_RUNTIME: dict[str, str] = {
     "onnx": "ort-cpu",
     "torchscript": "torchscript",
+    "pt2": "pt2",
 }
 
 
