@@ -109,6 +109,28 @@ def test_export_then_validate_json(tmp_path):
     assert shapes[0][0] != shapes[1][0] and shapes[0][1] != shapes[1][1]  # batch and sequence both vary
 
 
+def test_validate_with_user_inputs_adds_a_case(bert_artifact, tmp_path):
+    np.savez(tmp_path / "in.npz", **feeds_for(bert_artifact, batch=4, seq=11))
+    result = invoke("validate", bert_artifact, "--inputs", tmp_path / "in.npz", "--json", tmp_path / "r.json")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert [c["name"] for c in report["cases"]][-1] == "file:in.npz"
+    assert report["cases"][-1]["inputs"]["input_ids"] == [4, 11] and report["passed"] is True
+
+
+def test_checkpoint_reference_defaults_to_recorded_path_and_can_be_overridden(checkpoint, tmp_path):
+    out = tmp_path / "art"
+    assert invoke("export", checkpoint, "-o", out, "--no-validate").exit_code == 0
+    default = invoke("validate", out, "--json", tmp_path / "r.json")
+    assert default.exit_code == 0, default.output
+    assert json.loads((tmp_path / "r.json").read_text())["reference_source"] == str(checkpoint.resolve())
+    # the same architecture with other weights: every output differs, exit 1
+    other = save_tiny_checkpoint(tmp_path / "other", seed=8)
+    result = invoke("validate", out, "--reference", other)
+    assert result.exit_code == 1, result.output
+    assert "validation failed" in result.output and "last_hidden_state" in flat(result.output)
+
+
 def test_console_script_exit_codes(bert_artifact, tmp_path):
     """The installed console script in its own process (cheap commands that need no torch): exit 0 and 2."""
     ok = subprocess.run([str(TRACEFUSE), "inspect", str(bert_artifact), "--json"],
