@@ -58,9 +58,9 @@ class TensorSpec:
         try:
             shape = data["shape"]
             fill = data.get("fill") or {}
-            dims_ok = all(isinstance(d, str) or (isinstance(d, int) and not isinstance(d, bool) and d >= 0)
+            dims_ok = all(isinstance(d, str) or (isinstance(d, int) and not isinstance(d, bool))
                           for d in shape)
-            if not isinstance(shape, list) or not dims_ok or not isinstance(fill, dict):
+            if not isinstance(shape, list | tuple) or not dims_ok or not isinstance(fill, dict):
                 raise TypeError("shape must be a list of sizes and axis names, fill a mapping")
             if not isinstance(data["name"], str) or not isinstance(data["dtype"], str):
                 raise TypeError("name and dtype must be strings")
