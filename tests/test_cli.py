@@ -174,7 +174,8 @@ def test_run_writes_npz(bert_artifact, tmp_path):
 def test_inspect_table_and_json(bert_artifact):
     table = invoke("inspect", bert_artifact)
     assert table.exit_code == 0, table.output
-    for needle in ("input_ids", "last_hidden_state", "op histogram", "MatMul", "last validation: passed"):
+    for needle in ("input_ids", "[batch, sequence]", "[batch, sequence, 32]", "last_hidden_state", "op histogram",
+                   "MatMul", "last validation: passed"):
         assert needle in table.output
 
     result = invoke("inspect", bert_artifact, "--json")

@@ -231,6 +231,7 @@ def inspect(
 
     Example: tracefuse inspect out/bert --json
     """
+    from rich.markup import escape
     from rich.table import Table
 
     from tracefuse import api
@@ -248,7 +249,7 @@ def inspect(
         io.add_column(col)
     for kind in ("inputs", "outputs"):
         for t in m[kind]:
-            io.add_row(kind[:-1], t["name"], t["dtype"], "[" + ", ".join(map(str, t["shape"])) + "]")
+            io.add_row(kind[:-1], t["name"], t["dtype"], escape("[" + ", ".join(map(str, t["shape"])) + "]"))
     out.print(io)
     graph = info.get("graph")
     if graph:
