@@ -52,6 +52,20 @@ def tool_versions() -> dict[str, str]:
     return versions
 
 
+def _encoder_pair(loaded, artifact: Artifact, runtime: str | None, threads: int | None):
+    """(runtime, PyTorch) runners of an encoder-decoder artifact's encoder graph; None for other artifacts."""
+    if "encoder" not in artifact.manifest.export:
+        return None
+    from tracefuse.exporters.wrapper import FlatWrapper
+    from tracefuse.runtimes.seq2seq_generation import encoder_artifact
+    from tracefuse.runtimes.torch_reference import TorchReferenceRunner
+
+    encoder = encoder_artifact(artifact)
+    inputs, outputs = encoder.manifest.inputs, encoder.manifest.outputs
+    wrapper = FlatWrapper(loaded.module.get_encoder(), tuple(s.name for s in inputs), tuple(s.name for s in outputs))
+    return open_runner(encoder, runtime, threads=threads).open(), TorchReferenceRunner(wrapper, inputs, outputs)
+
+
 def _reference(loaded, manifest_inputs, manifest_outputs):
     from tracefuse.exporters.cache_wrapper import make_wrapper
     from tracefuse.runtimes.torch_reference import TorchReferenceRunner
@@ -118,6 +132,7 @@ def export(
     from tracefuse.exporters import FORMATS, export_graph
     from tracefuse.exporters.archspec import resolve_spec
     from tracefuse.exporters.cache_wrapper import make_wrapper, probe_model_outputs
+    from tracefuse.exporters.seq2seq_spec import export_extras
     from tracefuse.exporters.sources import load_source
 
     if format not in FORMATS:
@@ -131,6 +146,7 @@ def export(
     check_export(loaded.module, out, max_memory=max_memory)
     spec = resolve_spec(loaded)
     shapes = spec.validation_shapes
+    options.setdefault("validation_shapes", [dict(s) for s in shapes])  # fixed-shape formats (tflite) use these
     to_torch = lambda feeds: {k: torch.from_numpy(v) for k, v in feeds.items()}  # noqa: E731
     progress("probing outputs")
     outputs = probe_model_outputs(
@@ -144,10 +160,12 @@ def export(
     with staged_artifact(out, overwrite=overwrite) as staging:
         progress(f"exporting to {format}")
         graph = export_graph(format, wrapper, example, spec.inputs, outputs, staging, options)
+        extras = export_extras(loaded, spec, staging, format, options)  # encoder graph, generation token ids
         manifest = Manifest(
             format=format, graph=graph.files[0], source=loaded.source, task=loaded.task, inputs=graph.inputs,
-            outputs=graph.outputs, validation_shapes=shapes, tolerance=dict(spec.tolerance),
-            export={**graph.info, "model_type": loaded.model_type}, tool_versions=tool_versions(),
+            outputs=graph.outputs, validation_shapes=tuple(graph.info.get("validation_shapes") or shapes),
+            tolerance=dict(spec.tolerance),
+            export={**graph.info, "model_type": loaded.model_type, **extras}, tool_versions=tool_versions(),
         )
         manifest = finalize(staging, manifest)
         if validate:
@@ -158,7 +176,7 @@ def export(
             with runner:
                 cases = _cases(manifest, inputs, texts, loaded.checkpoint_dir)
                 report = validate_runner(runner, reference, cases, manifest.tolerance)
-                add_step_cases(report, runner, reference)
+                add_step_cases(report, runner, reference, _encoder_pair(loaded, artifact, runtime, threads))
             report["artifact"] = str(Path(out).absolute())
             manifest = dataclasses.replace(manifest, validation=summarize(report))
             write_manifest(staging, manifest)
@@ -202,7 +220,7 @@ def validate(
     with runner:
         report = validate_runner(runner, ref_runner, _cases(manifest, inputs, texts, loaded.checkpoint_dir),
                                  {**manifest.tolerance, **(tolerance or {})})
-        add_step_cases(report, runner, ref_runner)
+        add_step_cases(report, runner, ref_runner, _encoder_pair(loaded, art, runtime, threads))
     report["artifact"] = str(Path(artifact).absolute())
     report["reference_source"] = str(source)
     if notes:

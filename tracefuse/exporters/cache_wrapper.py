@@ -32,17 +32,29 @@ class CacheWrapper(torch.nn.Module):
         self.num_layers = sum(1 for n in self.input_names if n.startswith(PAST_PREFIX)) // 2
         self.model_inputs = tuple(n for n in self.input_names if not n.startswith(PAST_PREFIX))
 
-    def named_outputs(self, *args: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Every tensor the model returns, then `present.{i}.key/value`, by name."""
-        from transformers import DynamicCache
+    def _run(self, named: dict[str, torch.Tensor]) -> tuple[Any, Any]:
+        from transformers import DynamicCache, EncoderDecoderCache
 
-        named = dict(zip(self.input_names, args, strict=True))
-        cache = DynamicCache(config=self.model.config)
+        if "encoder_hidden_states" not in named:
+            cache = DynamicCache(config=self.model.config)
+            for i in range(self.num_layers):
+                cache.update(named[past_name(i, "key")], named[past_name(i, "value")], i)
+            out = self.model(**{n: named[n] for n in self.model_inputs}, past_key_values=cache, use_cache=True)
+            return out, getattr(out, "past_key_values", None)
+        # Encoder-decoder: the self-attention cache comes in; cross-attention is recomputed from the encoder
+        # states (its cache starts empty, so the model computes it), and only the self-attention cache goes out.
+        self_cache = DynamicCache()
         for i in range(self.num_layers):
-            cache.update(named[past_name(i, "key")], named[past_name(i, "value")], i)
-        out = self.model(**{n: named[n] for n in self.model_inputs}, past_key_values=cache, use_cache=True)
-        results = dict(_named_tensors(out))
-        present = getattr(out, "past_key_values", None)
+            self_cache.update(named[past_name(i, "key")], named[past_name(i, "value")], i)
+        out = self.model(encoder_outputs=(named["encoder_hidden_states"],), attention_mask=named["attention_mask"],
+                         decoder_input_ids=named["decoder_input_ids"],
+                         past_key_values=EncoderDecoderCache(self_cache, DynamicCache()), use_cache=True)
+        return out, getattr(getattr(out, "past_key_values", None), "self_attention_cache", None)
+
+    def named_outputs(self, *args: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every tensor the model returns (not the encoder's), then `present.{i}.key/value`, by name."""
+        out, present = self._run(dict(zip(self.input_names, args, strict=True)))
+        results = {k: v for k, v in _named_tensors(out) if not k.startswith("encoder_")}
         layers = getattr(present, "layers", None)
         if layers is None or len(layers) != self.num_layers:
             raise ExportError(

@@ -93,8 +93,12 @@ def cache_layout(module: Any) -> list[tuple[tuple[int, int], tuple[int, int]]] |
 
 
 def decoder_spec_fields(loaded: Any) -> dict[str, Any] | None:
-    """ArchSpec fields (inputs, trace_shape, validation_shapes) of a decoder with a KV cache, or None when
-    the model is not one (it is then exported without its cache)."""
+    """ArchSpec fields (inputs, trace_shape, validation_shapes) of a decoder with a KV cache (decoder-only,
+    or the decoder graph of an encoder-decoder), or None when the model is neither (no cache is exported)."""
+    from tracefuse.exporters.seq2seq_spec import seq2seq_spec_fields
+
+    if (seq2seq := seq2seq_spec_fields(loaded)) is not None:
+        return seq2seq
     if not is_cache_decoder(loaded):
         return None
     layout = cache_layout(loaded.module)

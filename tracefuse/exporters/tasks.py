@@ -32,6 +32,7 @@ TASKS: dict[str, Task] = {
         Task("image-classification", "AutoModelForImageClassification",
              "MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES"),
         Task("text-generation", "AutoModelForCausalLM", "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES"),
+        Task("text2text-generation", "AutoModelForSeq2SeqLM", "MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES"),
     )
 }
 

@@ -74,13 +74,24 @@ def greedy_generate(
     attention_mask: Any = None,
     eos_token_id: int | Sequence[int] | None = None,
     pad_token_id: int | None = None,
+    decoder_start_token_id: int | None = None,
+    forced_eos_token_id: int | None = None,
 ) -> np.ndarray:
-    """Greedy decoding with the KV cache; returns the prompt followed by the new tokens, [batch, length].
+    """Greedy decoding with the KV cache; returns the prompt followed by the new tokens, [batch, length]
+    (for an encoder-decoder: the decoder's tokens, its start token first).
 
     Left-padded batches need their `attention_mask`. With `eos_token_id`, a row that produced it is padded
-    with `pad_token_id` (the first eos id when None) and generation stops once every row has.
+    with `pad_token_id` (the first eos id when None) and generation stops once every row has;
+    `forced_eos_token_id` is chosen at the last step. Token ids not given default to those the manifest
+    recorded from the model's generation config at export.
     """
     specs = runner.inputs
+    manifest = getattr(getattr(runner, "artifact", None), "manifest", None)
+    recorded = dict(getattr(manifest, "export", {}).get("generation") or {}) if manifest is not None else {}
+    eos_token_id = eos_token_id if eos_token_id is not None else recorded.get("eos_token_id")
+    pad_token_id = pad_token_id if pad_token_id is not None else recorded.get("pad_token_id")
+    if forced_eos_token_id is None:
+        forced_eos_token_id = recorded.get("forced_eos_token_id")
     if not is_cache_graph(specs) or "logits" not in {o.name for o in runner.outputs}:
         raise FeedError(
             "generate needs a decoder artifact with a KV cache and logits",
@@ -97,12 +108,20 @@ def greedy_generate(
                         found=f"{list(mask.shape)} vs {list(ids.shape)}")
     eos = [] if eos_token_id is None else [int(e) for e in np.atleast_1d(eos_token_id)]
     pad = pad_token_id if pad_token_id is not None else (eos[0] if eos else 0)
+    if "encoder_hidden_states" in {s.name for s in specs}:
+        from tracefuse.runtimes.seq2seq_generation import greedy_generate_seq2seq
+
+        start = decoder_start_token_id if decoder_start_token_id is not None else recorded.get("decoder_start_token_id")
+        return greedy_generate_seq2seq(runner, ids, mask, max_new_tokens, decoder_start_token_id=start, eos=eos,
+                                       pad=pad, forced_eos_token_id=forced_eos_token_id)
     unfinished = np.ones(ids.shape[0], dtype=bool)
     past = empty_past(specs, ids.shape[0])
     tokens, new = ids, ids
     for step in range(int(max_new_tokens)):
         outputs = runner.infer(step_feeds(specs, new, mask, past))
         chosen = np.argmax(outputs["logits"][:, -1, :], axis=-1).astype(np.int64)
+        if forced_eos_token_id is not None and step == max_new_tokens - 1:
+            chosen = np.full_like(chosen, int(forced_eos_token_id))
         if eos:
             chosen = np.where(unfinished, chosen, pad)
             unfinished &= ~np.isin(chosen, eos)
