@@ -296,6 +296,12 @@ def test_bad_model_onnx_caught_by_loader(art, tmp_path, content):
     assert not (tmp_path / "o.npz").exists()
 
 
+@pytest.mark.parametrize("name", ["run[abc]", "run[/abc]"])
+def test_paths_with_brackets_are_printed_not_parsed_as_markup(tmp_path, name):
+    missing = tmp_path / name / "art"
+    assert_usage_error(invoke("validate", missing), f"no artifact at {missing}")
+
+
 def test_validate_missing_artifact(tmp_path):
     assert_usage_error(invoke("validate", tmp_path / "nope"), "no artifact at")
 

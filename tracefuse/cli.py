@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from tracefuse import __version__
 from tracefuse.errors import TracefuseError
@@ -69,7 +70,7 @@ def _errors() -> Iterator[None]:
     try:
         yield
     except TracefuseError as exc:
-        err.print(f"[bold red]error:[/bold red] {exc}", highlight=False, markup=True)
+        err.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False, markup=True)
         if logging.getLogger().level <= logging.DEBUG:
             err.print_exception()
         raise typer.Exit(exc.exit_code) from None
@@ -79,7 +80,7 @@ def _errors() -> Iterator[None]:
 def _progress() -> Iterator[Callable[[str], None]]:
     with err.status("starting…") as status:
         def update(message: str) -> None:
-            status.update(f"{message}…")
+            status.update(escape(f"{message}…"))
             logger.info(message)
 
         yield update
@@ -100,9 +101,9 @@ def _finish_report(report: dict[str, Any], json_path: Path | None) -> None:
     out.print(render_table(report))
     if json_path is not None:
         write_json(report, json_path)
-        out.print(f"report written to {json_path}")
+        out.print(f"report written to {escape(str(json_path))}")
     for note in report.get("notes", []):
-        err.print(f"[yellow]note:[/yellow] {note}")
+        err.print(f"[yellow]note:[/yellow] {escape(str(note))}")
     if not report["passed"]:
         err.print("[bold red]validation failed:[/bold red]")
         for line in failures(report):
@@ -161,7 +162,7 @@ def export(
                                 max_memory=parse_size(max_memory) if max_memory else None,
                                 validate=not no_validate, overwrite=overwrite, inputs=inputs, texts=texts,
                                 threads=threads, progress=progress, options={"aot": True} if aot else None)
-        out.print(f"wrote {result.artifact.path} ({result.artifact.manifest.format}, task "
+        out.print(f"wrote {escape(str(result.artifact.path))} ({result.artifact.manifest.format}, task "
                   f"{result.artifact.manifest.task})")
         if result.report is not None:
             _finish_report(result.report, json_path)
@@ -218,7 +219,7 @@ def run(
                          trust_unverified=trust_unverified)
         for name, value in result.items():
             out.print(f"{name}: {value.dtype} {list(value.shape)}")
-        out.print(f"outputs written to {output}")
+        out.print(f"outputs written to {escape(str(output))}")
 
 
 @app.command()
@@ -231,7 +232,6 @@ def inspect(
 
     Example: tracefuse inspect out/bert --json
     """
-    from rich.markup import escape
     from rich.table import Table
 
     from tracefuse import api
@@ -242,7 +242,8 @@ def inspect(
         sys.stdout.write(json.dumps(info, indent=2) + "\n")
         return
     m = info["manifest"]
-    out.print(f"[bold]{info['path']}[/bold]: {m['format']} · task {m['task']} · source {m['source'].get('id')} · "
+    out.print(f"[bold]{escape(info['path'])}[/bold]: {m['format']} · task {m['task']} · "
+              f"source {escape(str(m['source'].get('id')))} · "
               f"{info['size_bytes'] / 1e6:.2f} MB")
     io = Table(title="inputs and outputs")
     for col in ("kind", "name", "dtype", "shape"):
