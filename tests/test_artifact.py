@@ -11,6 +11,7 @@ import pytest
 from tracefuse.artifact import (
     FORMAT_VERSION,
     MANIFEST_NAME,
+    PID_NAME,
     STAGING_PREFIX,
     Manifest,
     TensorSpec,
@@ -37,7 +38,7 @@ def _write(out: Path, payload: bytes = b"graph bytes", **kwargs) -> None:
 
 
 def _leftovers(parent: Path) -> list[str]:
-    return [p.name for p in parent.iterdir() if p.name.startswith(STAGING_PREFIX)]
+    return [p.name for p in parent.iterdir() if p.name.startswith((STAGING_PREFIX, ".tracefuse-old-"))]
 
 
 def _rewrite_manifest(root: Path, change) -> None:
@@ -123,7 +124,7 @@ def test_overwrite_replaces(tmp_path):
 def test_stale_staging_of_dead_process_is_cleaned(tmp_path):
     stale = tmp_path / f"{STAGING_PREFIX}art-dead"
     stale.mkdir()
-    (stale / ".tracefuse-writer.pid").write_text("999999999")  # no such process
+    (stale / PID_NAME).write_text("999999999")  # a writer that is gone
     _write(tmp_path / "art")
     assert not stale.exists()
 
