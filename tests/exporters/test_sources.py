@@ -88,12 +88,13 @@ def test_checkpoint_directory(checkpoint):
     assert _same_weights(loaded.module, BertModel.from_pretrained(checkpoint))
 
 
-def test_checkpoint_with_pickle_bin_loads_plain_tensors(ckpt_copy):
+@pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy-pre-1.6"])
+def test_checkpoint_with_pickle_bin_loads_plain_tensors(ckpt_copy, zip_format):
     from transformers import BertModel
 
     reference = BertModel.from_pretrained(ckpt_copy)
     (ckpt_copy / "model.safetensors").unlink()
-    torch.save(reference.state_dict(), ckpt_copy / "pytorch_model.bin")
+    torch.save(reference.state_dict(), ckpt_copy / "pytorch_model.bin", _use_new_zipfile_serialization=zip_format)
     loaded = load_source(str(ckpt_copy))
     assert _same_weights(loaded.module, reference)
 
@@ -318,11 +319,12 @@ class _Payload:
         return (Path.touch, (self.marker,))
 
 
-def test_pickle_bin_with_code_is_refused(ckpt_copy, tmp_path):
+@pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy-pre-1.6"])
+def test_pickle_bin_with_code_is_refused(ckpt_copy, tmp_path, zip_format):
     marker = tmp_path / "code-ran"
     (ckpt_copy / "model.safetensors").unlink()
     torch.save({"embeddings.word_embeddings.weight": torch.zeros(2, 2), "evil": _Payload(marker)},
-               ckpt_copy / "pytorch_model.bin")
+               ckpt_copy / "pytorch_model.bin", _use_new_zipfile_serialization=zip_format)
     with pytest.raises(SourceError, match="cannot be loaded safely") as info:
         load_source(str(ckpt_copy))
     assert "pytorch_model.bin" in str(info.value)

@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import sys
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -155,7 +156,8 @@ def _check_weights(path: Path) -> None:
 
         for file in bins:
             try:
-                torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+                # mmap needs the zip format of torch >= 1.6; older (legacy) .bin files load without it
+                torch.load(file, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(file))
             except Exception as exc:  # noqa: BLE001
                 raise SourceError(
                     f"the weights file {file} cannot be loaded safely (pickle files load only as plain tensors)",
