@@ -30,17 +30,17 @@ def bert_artifact(artifacts_dir) -> Path:
 
 @pytest.fixture(scope="session")
 def decoder_artifact(artifacts_dir):
-    """A function: model_type -> (path, report) of tiny:<model_type> exported for text-generation with its
-    KV cache and validated (prefill + decode steps); exported once per session, treat it as read-only."""
+    """A function: (model_type, task="text-generation") -> (path, report) of tiny:<model_type> exported with
+    its KV cache and validated (prefill + decode steps); exported once per session, treat it as read-only."""
     from tracefuse import api
 
-    exported: dict[str, tuple[Path, dict]] = {}
+    exported: dict[tuple[str, str], tuple[Path, dict]] = {}
 
-    def get(model_type: str) -> tuple[Path, dict]:
-        if model_type not in exported:
-            out = artifacts_dir / f"decoder-{model_type}"
-            result = api.export(f"tiny:{model_type}", out, task="text-generation")
-            exported[model_type] = (out, result.report)
-        return exported[model_type]
+    def get(model_type: str, task: str = "text-generation") -> tuple[Path, dict]:
+        if (model_type, task) not in exported:
+            out = artifacts_dir / f"decoder-{model_type}-{task}"
+            result = api.export(f"tiny:{model_type}", out, task=task)
+            exported[model_type, task] = (out, result.report)
+        return exported[model_type, task]
 
     return get

@@ -99,3 +99,19 @@ def test_positions_fill_counts_on_from_the_past():
     feeds = generate_inputs(spec.inputs, {"batch": 2, "sequence": 3, "past_sequence": 5, "total_sequence": 8})
     np.testing.assert_array_equal(feeds["position_ids"], [[5, 6, 7], [5, 6, 7]])
     assert feeds["past_key_values.0.key"].shape[2] == 5 and feeds["attention_mask"].shape == (2, 8)
+
+
+def test_encoder_decoder_export_has_both_graphs_and_validates_through_them(decoder_artifact):
+    path, report = decoder_artifact("t5", "text2text-generation")
+    assert report["passed"], report
+    manifest = load_artifact(path).manifest
+    encoder = manifest.export["encoder"]
+    assert (path / encoder["graph"]).is_file() and encoder["graph"] in manifest.files
+    assert [t["name"] for t in encoder["outputs"]] == ["last_hidden_state"]
+    inputs = {s.name: s.shape for s in manifest.inputs}
+    assert inputs["encoder_hidden_states"][:2] == ("batch", "encoder_sequence")
+    assert inputs["past_key_values.0.key"][2] == "past_sequence"
+    names = [c["name"] for c in report["cases"]]
+    # The encoder graph is compared, then the decoder graph fed with each engine's own encoder states.
+    assert names.index("encoder") < names.index("step 0: prefill (past_sequence=0)")
+    assert {"step 1: decode (past_sequence=2)", "step 2: decode (past_sequence=3)"} <= set(names)

@@ -44,6 +44,23 @@ def test_generate_matches_transformers_greedy(decoder_artifact, model_type):
     assert len(set(got[:, ids.shape[1]:].ravel().tolist())) > 2
 
 
+def test_generate_encoder_decoder_matches_transformers_greedy(decoder_artifact):
+    path, report = decoder_artifact("t5", "text2text-generation")
+    assert report["passed"]
+    model = load_source("tiny:t5", "text2text-generation").module
+    ids = torch.tensor([[11, 402, 7, 93, 650, 18, 5], [250, 31, 777, 4, 9, 0, 0]])
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 0, 0]])
+    # tiny t5's config names no decoder start token; t5 checkpoints use the pad id 0.
+    with torch.no_grad():
+        expected = model.generate(ids, attention_mask=mask, max_new_tokens=NEW_TOKENS, do_sample=False,
+                                  decoder_start_token_id=0)
+    with tracefuse.load(path) as runner:
+        got = runner.generate(ids.numpy(), NEW_TOKENS, attention_mask=mask.numpy(), decoder_start_token_id=0)
+    assert got.shape == tuple(expected.shape) == (2, 1 + NEW_TOKENS)
+    np.testing.assert_array_equal(got, expected.numpy())
+    assert got[0, 1] != got[1, 1]  # the two sources give different continuations
+
+
 def test_generate_cli_prints_the_new_tokens(decoder_artifact):
     path, _ = decoder_artifact("llama")
     with tracefuse.load(path) as runner:
