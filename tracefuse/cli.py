@@ -129,7 +129,8 @@ def export(
     model: Annotated[str, typer.Argument(help="A checkpoint directory, a cached hub id, tiny:<model_type>, "
                                          "builtin:all-MiniLM-L6-v2, or module.path:factory.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="The artifact directory to write.")],
-    format: Annotated[str, typer.Option("--format", help="Graph format: onnx, torchscript, pt2 (--aot).")] = "onnx",
+    format: Annotated[str, typer.Option("--format", help="Graph format: onnx, torchscript, pt2 (--aot), "
+                                                   "tflite (--shapes).")] = "onnx",
     task: Annotated[str | None, typer.Option("--task", help="Task; inferred from config.architectures "
                                               "when not given.")] = None,
     opset: Annotated[int | None, typer.Option("--opset", help="ONNX opset (default 18).")] = None,
@@ -146,6 +147,9 @@ def export(
     json_path: JsonOpt = None,
     aot: Annotated[bool, typer.Option("--aot", help="pt2 only: compile with AOTInductor into a native "
                                       "package (needs a C++ compiler; slow).")] = False,
+    shapes: Annotated[str | None, typer.Option("--shapes", help="tflite only: fixed-shape signatures, one size "
+                                               "per dynamic axis, e.g. 1x128,4x128 (default: the validation "
+                                               "shapes); each is validated.")] = None,
 ) -> None:
     """Export MODEL to an artifact directory, then validate it on ONNX Runtime CPU against PyTorch.
 
@@ -161,7 +165,8 @@ def export(
             result = api.export(model, output, format=format, task=task, opset=opset, exporter=exporter,
                                 max_memory=parse_size(max_memory) if max_memory else None,
                                 validate=not no_validate, overwrite=overwrite, inputs=inputs, texts=texts,
-                                threads=threads, progress=progress, options={"aot": True} if aot else None)
+                                threads=threads, progress=progress,
+                                options={k: v for k, v in {"aot": aot, "shapes": shapes}.items() if v} or None)
         out.print(f"wrote {escape(str(result.artifact.path))} ({result.artifact.manifest.format}, task "
                   f"{result.artifact.manifest.task})")
         if result.report is not None:

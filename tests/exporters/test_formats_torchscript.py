@@ -61,4 +61,5 @@ def test_inspect_summarizes_the_torchscript_graph(ts_bert):
 def test_other_families_validate(tmp_path, model):
     result = api.export(model, tmp_path / "a", format="torchscript")
     assert result.report["passed"], result.report
-    assert len(result.report["cases"]) == 2
+    names = [c["name"] for c in result.report["cases"]]
+    assert len(names) >= 2 and names[0].startswith("batch=1") and names[1].startswith("batch=3")

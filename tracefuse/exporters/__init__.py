@@ -19,6 +19,7 @@ FORMATS: dict[str, str] = {
     "onnx": "tracefuse.exporters.onnx_exporter:export_onnx_graph",
     "torchscript": "tracefuse.exporters.torchscript_exporter:export_torchscript_graph",
     "pt2": "tracefuse.exporters.pt2_exporter:export_pt2_graph",
+    "tflite": "tracefuse.exporters.tflite_exporter:export_tflite_graph",
 }
 
 

@@ -16,11 +16,13 @@ RUNTIMES: dict[str, str] = {
     "ort-cpu": "tracefuse.runtimes.ort_cpu:OrtCpuRunner",
     "torchscript": "tracefuse.runtimes.torchscript:TorchScriptRunner",
     "pt2": "tracefuse.runtimes.pt2:Pt2Runner",
+    "litert": "tracefuse.runtimes.litert:LiteRtRunner",
 }
 DEFAULT_RUNTIME: dict[str, str] = {
     "onnx": "ort-cpu",
     "torchscript": "torchscript",
     "pt2": "pt2",
+    "tflite": "litert",
 }
 
 
