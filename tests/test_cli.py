@@ -302,6 +302,13 @@ def test_paths_with_brackets_are_printed_not_parsed_as_markup(tmp_path, name):
     assert_usage_error(invoke("validate", missing), f"no artifact at {missing}")
 
 
+def test_validate_unknown_runtime_and_bad_threads(bert_artifact):
+    assert_usage_error(invoke("validate", bert_artifact, "--runtime", "no-such-runtime"),
+                       "unknown runtime 'no-such-runtime'", "ort-cpu")
+    result = invoke("validate", bert_artifact, "--threads", "0")
+    assert result.exit_code == 2 and "--threads" in result.output  # click's own usage error
+
+
 def test_validate_missing_artifact(tmp_path):
     assert_usage_error(invoke("validate", tmp_path / "nope"), "no artifact at")
 
