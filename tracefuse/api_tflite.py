@@ -1,0 +1,106 @@
+"""Edge quantization of TFLite artifacts with ai-edge-quantizer recipes, validated by cosine to PyTorch.
+
+Dynamic mode quantizes weights to int8 and activations at run time; weight-only mode stores int8
+weights and computes in float. The new artifact records the recipe, the file size before and after,
+and is validated on LiteRT against the PyTorch model at every signature's shape.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from tracefuse.artifact import Artifact, finalize, load_artifact, staged_artifact, write_manifest
+from tracefuse.errors import ArtifactError, MissingDependencyError, TracefuseError
+
+logger = logging.getLogger(__name__)
+
+RECIPES = {"dynamic": "dynamic_wi8_afp32", "weight-only": "weight_only_wi8_afp32"}
+
+
+@dataclasses.dataclass(frozen=True)
+class EdgeQuantizeResult:
+    """The quantized artifact, its validation report (None without validation) and the pass entry."""
+
+    artifact: Artifact
+    report: dict[str, Any] | None
+    entry: dict[str, Any]
+
+
+def _quantize_bytes(graph: Path, mode: str) -> bytes:
+    try:
+        from ai_edge_quantizer import quantizer, recipe
+    except ImportError as exc:
+        raise MissingDependencyError("TFLite quantization needs ai-edge-quantizer",
+                                     found=f"{type(exc).__name__}: {exc}",
+                                     fix="pip install 'tracefuse[tflite]'") from exc
+    qt = quantizer.Quantizer(str(graph), getattr(recipe, RECIPES[mode])())
+    result = qt.quantize(enable_progress_report=False, enable_progress_bar=False)
+    return bytes(result.quantized_model)
+
+
+def judge_by_cosine(report: dict[str, Any], min_cosine: float) -> None:
+    """Mark each output passed when its cosine to the reference is at least `min_cosine`."""
+    for case in report["cases"]:
+        for output in case["outputs"]:
+            cos = output.get("cosine")
+            output["passed"] = cos is not None and cos >= min_cosine
+            output.pop("reason", None)
+            if not output["passed"]:
+                output["reason"] = f"cosine {cos} < {min_cosine}"
+        case["passed"] = all(o["passed"] for o in case["outputs"])
+    report["passed"] = bool(report["cases"]) and all(c["passed"] for c in report["cases"])
+    report["criterion"] = f"cosine >= {min_cosine}"
+
+
+def quantize_tflite(
+    artifact: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    mode: str = "dynamic",
+    min_cosine: float = 0.99,
+    validate: bool = True,
+    overwrite: bool = False,
+    threads: int | None = None,
+) -> EdgeQuantizeResult:
+    """Quantize a TFLite artifact (`mode` dynamic | weight-only) into a new artifact at `out`."""
+    from tracefuse import api
+    from tracefuse.validation.report import summarize
+
+    if mode not in RECIPES:
+        raise TracefuseError(f"unknown TFLite quantization mode '{mode}'", fix=f"use one of: {', '.join(RECIPES)}")
+    art = load_artifact(artifact)
+    m = art.manifest
+    if m.format != "tflite":
+        raise ArtifactError(f"edge quantization rewrites TFLite artifacts; {artifact} is a {m.format} artifact",
+                            fix="export with --format tflite")
+    start = time.perf_counter()
+    data = _quantize_bytes(art.graph_path, mode)
+    before = art.graph_path.stat().st_size
+    entry = {"name": f"tflite-quantize-{mode}", "recipe": RECIPES[mode],
+             "seconds": round(time.perf_counter() - start, 3),
+             "stats": {"size_before": before, "size_after": len(data), "size_ratio": round(len(data) / before, 4)},
+             "input_graph_sha256": m.files.get(m.graph, {}).get("sha256")}
+    tolerance = {**m.tolerance, "min_cosine": min_cosine}
+    report = None
+    with staged_artifact(out, overwrite=overwrite) as staging:
+        for name in m.files:
+            if name != m.graph:
+                (staging / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(art.path / name, staging / name)
+        (staging / m.graph).write_bytes(data)
+        manifest = dataclasses.replace(m, passes=tuple(m.passes) + (entry,), tolerance=tolerance, validation=None)
+        manifest = finalize(staging, manifest)
+        if validate:
+            report = api.validate(staging, threads=threads)
+            judge_by_cosine(report, min_cosine)
+            report["artifact"] = str(Path(out).absolute())
+            report["size"] = entry["stats"]
+            manifest = dataclasses.replace(manifest, validation=summarize(report))
+            write_manifest(staging, manifest)
+    return EdgeQuantizeResult(load_artifact(out), report, entry)
