@@ -11,10 +11,16 @@ from typing import Any
 
 def summarize(report: dict[str, Any]) -> dict[str, Any]:
     """The short form kept in a manifest: pass/fail, runtime, cases, worst error per output."""
-    worst: dict[str, float] = {}
+    # None where an output could not be measured (shape mismatch, non-finite mismatch, missing): the
+    # manifest stays strict JSON, which has no Infinity.
+    worst: dict[str, float | None] = {}
     for case in report["cases"]:
         for out in case["outputs"]:
-            worst[out["name"]] = max(worst.get(out["name"], 0.0), out.get("max_abs", float("inf")))
+            name, value = out["name"], out.get("max_abs")
+            if value is None or (name in worst and worst[name] is None):
+                worst[name] = None
+            else:
+                worst[name] = max(worst.get(name, 0.0), float(value))
     return {
         "passed": report["passed"], "runtime": report["runtime"], "reference": report["reference"],
         "cases": [c["name"] for c in report["cases"]], "max_abs": worst, "tolerance": report["tolerance"],
@@ -50,7 +56,7 @@ def render_table(report: dict[str, Any]):
         table.add_column(col, justify="right" if col not in ("case", "output", "result") else "left")
     for case in report["cases"]:
         for out in case["outputs"]:
-            def fmt(key: str, spec: str = ".2e") -> str:
+            def fmt(key: str, spec: str = ".2e", out: dict[str, Any] = out) -> str:
                 return format(out[key], spec) if key in out else "-"
 
             table.add_row(
