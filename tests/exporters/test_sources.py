@@ -219,6 +219,9 @@ FACTORY_MODULE = textwrap.dedent(
     def make_raises():
         raise RuntimeError("factory exploded")
 
+    def make_exits():
+        raise SystemExit(0)
+
     not_callable = 3
     """
 )
@@ -255,6 +258,7 @@ def test_factory_without_dynamic_axes(factory_module):
         ("not_callable", "is not a callable factory"),
         ("missing", "is not a callable factory"),
         ("make_raises", "factory exploded"),
+        ("make_exits", "raised an error"),
     ],
 )
 def test_factory_errors(factory_module, func, message):

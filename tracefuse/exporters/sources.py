@@ -202,7 +202,7 @@ def _load_factory(spec: str) -> LoadedModel:
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
-    except Exception as exc:  # noqa: BLE001 - a user module can fail to import in any way (SyntaxError, ...)
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - a user module can fail in any way, even sys.exit
         raise SourceError(
             f"cannot import module '{module_name}' for {spec}", found=f"{type(exc).__name__}: {exc}",
             fix="check that the module is on PYTHONPATH (or in the current directory) and imports cleanly",
@@ -213,7 +213,7 @@ def _load_factory(spec: str) -> LoadedModel:
     torch.manual_seed(TINY_SEED)
     try:
         result = factory()
-    except Exception as exc:  # noqa: BLE001 - any failure inside the user's factory is a source error
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - sys.exit(0) in a factory must not look like a pass
         raise SourceError(f"the factory {spec} raised an error", found=f"{type(exc).__name__}: {exc}",
                           fix="run the factory on its own to debug it; --verbose shows the traceback") from exc
     if not isinstance(result, tuple) or len(result) not in (2, 3):
