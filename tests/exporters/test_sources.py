@@ -284,6 +284,12 @@ def test_nonexistent_path(spec):
         load_source(spec)
 
 
+def test_a_file_instead_of_a_directory(checkpoint):
+    with pytest.raises(SourceError, match="is not a directory") as info:
+        load_source(str(checkpoint / "model.safetensors"))
+    assert "config.json" in str(info.value)
+
+
 def test_directory_without_config(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"x")
     with pytest.raises(SourceError, match="has no config.json") as info:
