@@ -294,6 +294,10 @@ from tracefuse import cli_generate  # noqa: E402  (generate command)
 
 app.command("generate")(cli_generate.generate)
 
+from tracefuse import cli_tflite  # noqa: E402  (quantize-tflite command)
+
+app.command("quantize-tflite")(cli_tflite.quantize_tflite)
+
 
 from tracefuse import cli_jobs  # noqa: E402  (CI jobs commands; imported last, it uses the helpers above)
 

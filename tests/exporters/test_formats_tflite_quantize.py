@@ -30,6 +30,18 @@ def test_minilm_dynamic_int8(tmp_path):
     assert result.artifact.manifest.passes[-1]["stats"]["size_after"] == size_int8
     assert result.artifact.manifest.validation["passed"] is True
     assert result.artifact.manifest.tolerance["min_cosine"] == 0.99
+    worst = max(o["max_abs"] for c in report["cases"] for o in c["outputs"])
+    assert result.artifact.manifest.tolerance["atol"] >= worst  # a later `tracefuse validate` passes too
+
+    from typer.testing import CliRunner
+
+    from tracefuse.cli import app
+
+    cli = CliRunner().invoke(app, ["quantize-tflite", str(fp32.artifact.path), "-o", str(tmp_path / "w8"),
+                                   "--mode", "weight-only", "--no-validate"])
+    assert cli.exit_code == 0, cli.output
+    assert "MB ->" in cli.output
+    assert (tmp_path / "w8" / "model.tflite").stat().st_size <= 0.30 * size_fp32
 
 
 def test_refuses_non_tflite_and_unknown_mode(bert_artifact, tmp_path):
