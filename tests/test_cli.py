@@ -152,6 +152,16 @@ def test_export_refuses_non_empty_output(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["keep"]
 
 
+@pytest.mark.parametrize("where", ["itself", "its parent"])
+def test_export_refuses_to_write_over_its_own_checkpoint(checkpoint, tmp_path, where):
+    ckpt = Path(shutil.copytree(checkpoint, tmp_path / "models" / "ckpt"))
+    before = sorted(p.name for p in ckpt.iterdir())
+    out = ckpt if where == "itself" else ckpt.parent
+    result = invoke("export", ckpt, "-o", out, "--overwrite", "--no-validate")
+    assert_usage_error(result, "holds the model being exported")
+    assert sorted(p.name for p in ckpt.iterdir()) == before
+
+
 def test_run_writes_npz(bert_artifact, tmp_path):
     from tracefuse.exporters.sources import load_source
 

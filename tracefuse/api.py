@@ -75,6 +75,19 @@ def _reference(loaded, manifest_inputs, manifest_outputs):
     return wrapper, TorchReferenceRunner(wrapper, manifest_inputs, manifest_outputs)
 
 
+def _refuse_output_over_source(source: dict[str, Any], out: str | os.PathLike[str]) -> None:
+    """Refuse an output directory that is, or contains, the model's own checkpoint: replacing it would delete it."""
+    if not source.get("path"):
+        return
+    target, model_dir = Path(out).resolve(), Path(source["path"]).resolve()
+    if model_dir == target or model_dir.is_relative_to(target):
+        raise TracefuseError(
+            f"the output directory {target} holds the model being exported ({model_dir}); writing the artifact "
+            "there would delete the model",
+            fix="choose an output path outside the checkpoint directory",
+        )
+
+
 def tokenize(checkpoint: Path | None, texts: Sequence[str], input_names: Sequence[str]) -> dict[str, np.ndarray]:
     """Tokenize sentences with the checkpoint's own tokenizer into feeds for the given input names."""
     if checkpoint is None or not any(checkpoint.glob("tokenizer*")) and not (checkpoint / "vocab.txt").exists():
@@ -143,6 +156,7 @@ def export(
     progress(f"loading {model}")
     check_source(model, max_memory=max_memory)
     loaded = load_source(model, task)
+    _refuse_output_over_source(loaded.source, out)
     check_export(loaded.module, out, max_memory=max_memory)
     spec = resolve_spec(loaded)
     shapes = spec.validation_shapes
