@@ -117,11 +117,15 @@ def prepare(name: str, source: str, work: Path, heads: int, hidden: int, *, text
     q = api_passes.quantize(plain, work / f"{name}-int8", mode="dynamic", texts=texts, validate=False,
                             overwrite=True)
     variants["dynamic int8"] = q.artifact.graph_path
+    pc = api_passes.quantize(plain, work / f"{name}-int8-pc", mode="dynamic", per_channel=True, texts=texts,
+                             validate=False, overwrite=True)
+    variants["dynamic int8 per-channel"] = pc.artifact.graph_path
     if texts:
-        g = api_passes.quantize(plain, work / f"{name}-int8-guard", mode="dynamic", texts=texts, validate=False,
-                                target_cosine=0.995, overwrite=True)
-        log(f"  guard kept {len(g.passes[0]['stats']['excluded'])} nodes in float")
-        variants["dynamic int8, guard 0.995"] = g.artifact.graph_path
+        for per_channel, label in ((False, ""), (True, " per-channel")):
+            g = api_passes.quantize(plain, work / f"{name}-int8-guard{label.strip()}", mode="dynamic", texts=texts,
+                                    per_channel=per_channel, validate=False, target_cosine=0.995, overwrite=True)
+            log(f"  guard{label} kept {len(g.passes[0]['stats']['excluded'])} nodes in float")
+            variants[f"dynamic int8{label}, guard 0.995"] = g.artifact.graph_path
         s = api_passes.quantize(plain, work / f"{name}-static", mode="static", texts=texts, validate=False,
                                 overwrite=True)
         variants["static int8 (QDQ)"] = s.artifact.graph_path
