@@ -61,6 +61,22 @@ def test_generate_encoder_decoder_matches_transformers_greedy(decoder_artifact):
     assert got[0, 1] != got[1, 1]  # the two sources give different continuations
 
 
+def test_generate_speech_encoder_decoder_matches_transformers_greedy(decoder_artifact):
+    path, report = decoder_artifact("whisper", "automatic-speech-recognition")
+    assert report["passed"] and "encoder" in [c["name"] for c in report["cases"]]
+    model = load_source("tiny:whisper", "automatic-speech-recognition").module
+    generator = torch.Generator().manual_seed(1)
+    features = torch.randn(2, model.config.num_mel_bins, 2 * model.config.max_source_positions, generator=generator)
+    features[1] *= 0.5
+    with torch.no_grad():
+        expected = model.generate(features, max_new_tokens=NEW_TOKENS, do_sample=False)
+    with tracefuse.load(path) as runner:
+        got = runner.generate(features.numpy(), NEW_TOKENS)
+    # whisper's generate() returns the new tokens without the decoder start token that tracefuse keeps.
+    assert got.shape == (2, 1 + NEW_TOKENS) and got[0, 0] == model.generation_config.decoder_start_token_id
+    np.testing.assert_array_equal(got[:, 1:], expected.numpy())
+
+
 def test_generate_cli_prints_the_new_tokens(decoder_artifact):
     path, _ = decoder_artifact("llama")
     with tracefuse.load(path) as runner:

@@ -139,7 +139,7 @@ def resolve_spec(loaded: LoadedModel) -> ArchSpec:
         return _factory_spec(loaded)
     main_input = getattr(loaded.module, "main_input_name", None)
     overrides = {**_OVERRIDES.get((loaded.model_type, None), {}), **_OVERRIDES.get((loaded.model_type, loaded.task), {})}
-    if main_input == "input_ids" and (decoder := decoder_spec_fields(loaded)) is not None:
+    if (decoder := decoder_spec_fields(loaded)) is not None:  # decoders and encoder-decoders with a KV cache
         spec = ArchSpec(loaded.model_type, loaded.task, **decoder)
     elif main_input == "input_ids":
         spec = ArchSpec(loaded.model_type, loaded.task, _text_inputs(loaded), TEXT_TRACE, TEXT_SHAPES)

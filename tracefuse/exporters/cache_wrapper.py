@@ -46,7 +46,7 @@ class CacheWrapper(torch.nn.Module):
         self_cache = DynamicCache()
         for i in range(self.num_layers):
             self_cache.update(named[past_name(i, "key")], named[past_name(i, "value")], i)
-        out = self.model(encoder_outputs=(named["encoder_hidden_states"],), attention_mask=named["attention_mask"],
+        out = self.model(encoder_outputs=(named["encoder_hidden_states"],), attention_mask=named.get("attention_mask"),
                          decoder_input_ids=named["decoder_input_ids"],
                          past_key_values=EncoderDecoderCache(self_cache, DynamicCache()), use_cache=True)
         return out, getattr(getattr(out, "past_key_values", None), "self_attention_cache", None)

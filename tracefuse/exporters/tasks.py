@@ -33,6 +33,7 @@ TASKS: dict[str, Task] = {
              "MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES"),
         Task("text-generation", "AutoModelForCausalLM", "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES"),
         Task("text2text-generation", "AutoModelForSeq2SeqLM", "MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES"),
+        Task("automatic-speech-recognition", "AutoModelForSpeechSeq2Seq", "MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING_NAMES"),
     )
 }
 

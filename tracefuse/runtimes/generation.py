@@ -99,6 +99,15 @@ def greedy_generate(
             fix="export a decoder with --task text-generation (e.g. tracefuse export tiny:gpt2 --task "
             "text-generation -o out/gpt2)",
         )
+    eos = [] if eos_token_id is None else [int(e) for e in np.atleast_1d(eos_token_id)]
+    pad = pad_token_id if pad_token_id is not None else (eos[0] if eos else 0)
+    if "encoder_hidden_states" in {s.name for s in specs}:
+        from tracefuse.runtimes.seq2seq_generation import greedy_generate_seq2seq
+
+        start = decoder_start_token_id if decoder_start_token_id is not None else recorded.get("decoder_start_token_id")
+        return greedy_generate_seq2seq(runner, input_ids, attention_mask, max_new_tokens, decoder_start_token_id=start,
+                                       eos=eos, pad=pad, forced_eos_token_id=forced_eos_token_id,
+                                       begin_suppress_tokens=recorded.get("begin_suppress_tokens") or ())
     ids = np.atleast_2d(np.asarray(input_ids, dtype=np.int64))
     if ids.shape[1] == 0:
         raise FeedError("generate needs a prompt of at least one token", found=f"shape {list(ids.shape)}")
@@ -106,14 +115,6 @@ def greedy_generate(
     if mask.shape != ids.shape:
         raise FeedError("attention_mask must have the shape of input_ids",
                         found=f"{list(mask.shape)} vs {list(ids.shape)}")
-    eos = [] if eos_token_id is None else [int(e) for e in np.atleast_1d(eos_token_id)]
-    pad = pad_token_id if pad_token_id is not None else (eos[0] if eos else 0)
-    if "encoder_hidden_states" in {s.name for s in specs}:
-        from tracefuse.runtimes.seq2seq_generation import greedy_generate_seq2seq
-
-        start = decoder_start_token_id if decoder_start_token_id is not None else recorded.get("decoder_start_token_id")
-        return greedy_generate_seq2seq(runner, ids, mask, max_new_tokens, decoder_start_token_id=start, eos=eos,
-                                       pad=pad, forced_eos_token_id=forced_eos_token_id)
     unfinished = np.ones(ids.shape[0], dtype=bool)
     past = empty_past(specs, ids.shape[0])
     tokens, new = ids, ids

@@ -17,6 +17,7 @@ import numpy as np
 from tracefuse.runtimes.base import Runner
 from tracefuse.runtimes.generation import empty_past, is_cache_graph, next_past, step_feeds
 from tracefuse.runtimes.seq2seq_generation import decoder_feeds, is_seq2seq_graph
+from tracefuse.validation.inputs import generate_inputs
 from tracefuse.validation.metrics import compare
 
 logger = logging.getLogger(__name__)
@@ -43,16 +44,20 @@ def _case(name: str, runner: Runner, reference: Runner, feeds: dict, actual: dic
 
 
 def _encode(runner: Runner, reference: Runner, encoder: tuple[Runner, Runner] | None, rng, batch: int,
-            atol: float, rtol: float, cases: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            atol: float, rtol: float, cases: list) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     """Source mask and (runtime, reference) encoder states; appends the encoder's case when it ran."""
     mask = np.ones((batch, SOURCE_LENGTH), dtype=np.int64)
     mask[1:, -2:] = 0
+    if not any(s.name == "attention_mask" for s in runner.inputs):
+        mask = None  # speech decoders attend to every frame
     if encoder is None:  # no encoder graph at hand: both decoders read the same random states
         spec = next(s for s in runner.inputs if s.name == "encoder_hidden_states")
         states = rng.standard_normal((batch, SOURCE_LENGTH, int(spec.shape[-1]))).astype(spec.dtype)
         return mask, states, states
     enc_runner, enc_reference = encoder
-    feeds = {"input_ids": rng.integers(0, _vocab(runner), size=mask.shape).astype(np.int64), "attention_mask": mask}
+    feeds = generate_inputs(enc_runner.inputs, {"batch": batch, "encoder_sequence": SOURCE_LENGTH}, seed=7)
+    if mask is not None and "attention_mask" in feeds:
+        feeds["attention_mask"] = mask
     expected = enc_reference.infer(feeds)
     ref_ms = enc_reference.last_latency_ms
     actual = enc_runner.infer(feeds)
