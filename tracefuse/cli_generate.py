@@ -39,12 +39,18 @@ def generate(
                                                      "(repeatable).")] = None,
     pad_id: Annotated[int | None, typer.Option("--pad-id", help="Token that fills finished rows "
                                                "(the first --eos-id when not given).")] = None,
+    decoder_start_id: Annotated[int | None, typer.Option("--decoder-start-id", help="Encoder-decoders: the "
+                                                         "decoder's first token, when the manifest has none.")]
+    = None,
     runtime: Annotated[str | None, typer.Option("--runtime", help="Runtime; the artifact format's default "
                                                 "(onnx: ort-cpu) when not given.")] = None,
     threads: ThreadsOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the tokens as JSON.")] = False,
 ) -> None:
     """Greedy-decode MAX_NEW_TOKENS tokens after the prompt with the artifact's KV cache; print the token ids.
+
+    For an encoder-decoder (t5, bart) the prompt is the encoder's input and the decoder's new tokens are
+    printed. End-of-sequence and pad ids default to those recorded from the model at export.
 
     Example: tracefuse generate out/gpt2 --prompt-ids 1,2,3 --max-new-tokens 32
     """
@@ -53,8 +59,11 @@ def generate(
     with _errors():
         prompts = _parse_ids(prompt_ids)
         with api.load(artifact, runtime=runtime, threads=threads) as runner:
-            tokens = runner.generate(prompts, max_new_tokens, eos_token_id=eos_id or None, pad_token_id=pad_id)
-    new = [row[len(prompts[0]):] for row in tokens.tolist()]
+            tokens = runner.generate(prompts, max_new_tokens, eos_token_id=eos_id or None, pad_token_id=pad_id,
+                                     decoder_start_token_id=decoder_start_id)
+            seq2seq = "encoder" in runner.artifact.manifest.export
+    # A decoder-only artifact continues the prompt; an encoder-decoder's tokens start with its start token.
+    new = [row[1 if seq2seq else len(prompts[0]):] for row in tokens.tolist()]
     if as_json:
         sys.stdout.write(json.dumps({"prompt_ids": prompts, "new_ids": new, "ids": tokens.tolist()}) + "\n")
         return

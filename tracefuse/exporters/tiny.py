@@ -43,6 +43,9 @@ def tiny_config_kwargs(config: Any) -> dict[str, Any]:
     pad = getattr(config, "pad_token_id", None)
     if isinstance(pad, int) and "vocab_size" in kwargs and pad >= VOCAB:
         kwargs["pad_token_id"] = VOCAB - 1  # an embedding's padding_idx must lie inside the shrunk vocabulary
+    rotary = getattr(config, "rotary_dim", None)
+    if isinstance(rotary, int) and not isinstance(rotary, bool) and rotary > HIDDEN // HEADS:
+        kwargs["rotary_dim"] = HIDDEN // HEADS  # rotary embeddings cover at most one head (gptj, codegen)
     start = getattr(config, "decoder_start_token_id", None)
     if isinstance(start, int) and "vocab_size" in kwargs and start >= VOCAB:
         kwargs["decoder_start_token_id"] = VOCAB - 2  # it is embedded at the first decoder step

@@ -110,7 +110,8 @@ class Runner:
     def generate(self, input_ids: Any, max_new_tokens: int = 32, **options: Any) -> np.ndarray:
         """Greedy decoding with the KV cache (decoder artifacts); returns prompt + new tokens, [batch, length].
 
-        Options: attention_mask, eos_token_id, pad_token_id (see tracefuse.runtimes.generation).
+        Options: attention_mask, eos_token_id, pad_token_id, decoder_start_token_id, forced_eos_token_id (see
+        tracefuse.runtimes.generation); encoder-decoders return the decoder's tokens, start token first.
         """
         from tracefuse.runtimes.generation import greedy_generate
 
