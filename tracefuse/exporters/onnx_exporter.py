@@ -80,6 +80,9 @@ def _export_transformers(wrapper, args, inputs, outputs, opset) -> ir.Model:
         from transformers.exporters import OnnxConfig, OnnxExporter
     except ImportError as exc:
         raise ExportError("this transformers has no transformers.exporters", fix="use --exporter dynamo") from exc
+    if not isinstance(wrapper, FlatWrapper):
+        raise ExportError("the transformers exporter takes the model's own inputs, not a flat KV cache "
+                          "(past_key_values.{i}.key/value)", found=type(wrapper).__name__, fix="use --exporter dynamo")
     model = wrapper.model
     sample = dict(zip(wrapper.input_names, args))
     shapes = {
