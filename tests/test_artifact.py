@@ -243,3 +243,12 @@ def test_manifest_round_trip():
     m = _manifest()
     again = Manifest.from_dict(json.loads(json.dumps(m.to_dict())))
     assert again == m
+
+
+def test_overwrite_never_replaces_a_directory_that_is_not_an_artifact(tmp_path):
+    out = tmp_path / "project"
+    out.mkdir()
+    (out / "notes.txt").write_text("user data")
+    with pytest.raises(ArtifactError, match="replaces only a tracefuse artifact"):
+        _write(out, overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]

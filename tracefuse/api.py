@@ -222,6 +222,14 @@ def validate(
     source = reference or recorded_source or manifest.source.get("id")
     if not source:
         raise TracefuseError("the manifest records no source to compare against", fix="pass --reference MODEL")
+    if reference is None and manifest.source.get("kind") == "factory":
+        # The manifest is not signed: running the Python it names would let whoever edits it run code here.
+        raise TracefuseError(
+            "this artifact's reference is Python code (a module:factory source), and tracefuse does not run "
+            "code named by an artifact's manifest",
+            found=f"source {source}",
+            fix=f"pass it yourself if you trust it: --reference {source}",
+        )
     progress(f"loading reference {source}")
     loaded = load_source(source, None if manifest.task == "custom" else manifest.task)
     notes = []

@@ -359,6 +359,13 @@ def _refuse_existing(overwrite: bool) -> Any:
                 f"the output directory {out} is not empty",
                 fix="choose another path, or pass --overwrite to replace it",
             )
+        if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST_NAME).is_file():
+            # --overwrite replaces an artifact; it never deletes an unrelated directory (`-o . --overwrite`).
+            raise ArtifactError(
+                f"--overwrite replaces only a tracefuse artifact, and {out} is a non-empty directory without "
+                f"{MANIFEST_NAME}",
+                fix="choose an empty or new output directory",
+            )
 
     return check
 

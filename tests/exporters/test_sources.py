@@ -378,3 +378,16 @@ def test_task_the_model_type_has_no_class_for():
 def test_unparseable_source():
     with pytest.raises(SourceError):
         load_source("not a model !!")
+
+
+def test_validate_does_not_run_factory_code_named_by_the_manifest(factory_module, tmp_path):
+    """The manifest is not signed: validate runs a factory source only when the user names it."""
+    from tracefuse import api
+    from tracefuse.errors import TracefuseError
+
+    out = tmp_path / "custom"
+    assert api.export(f"{factory_module}:make", out).report["passed"]
+    with pytest.raises(TracefuseError, match="does not run code named by an artifact's manifest") as info:
+        api.validate(out)
+    assert f"--reference {factory_module}:make" in str(info.value)
+    assert api.validate(out, reference=f"{factory_module}:make")["passed"]
