@@ -105,7 +105,9 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
         path, hit = _apply_preset(cache, path, spec, identity, versions)
         seconds["preset"] = time.perf_counter() - start - seconds["export"]
     t0 = time.perf_counter()
-    report = api.validate(path, runtime=spec["runtime"], tolerance=spec.get("tolerance") or None,
+    # The recipe names the source, so the reference is the user's choice, not the manifest's.
+    report = api.validate(path, reference=spec["source"], runtime=spec["runtime"],
+                          tolerance=spec.get("tolerance") or None,
                           threads=spec.get("threads"))
     seconds["validate"] = time.perf_counter() - t0
     manifest = load_artifact(path, verify=False).manifest
@@ -144,6 +146,15 @@ def main(argv: list[str] | None = None) -> int:
     tmp.write_text(json.dumps(result, default=str))
     os.replace(tmp, argv[1])
     return 0
+
+
+def entry(spec_path: str, result_path: str, log_path: str) -> None:
+    """Target of a forked cell process: send stdout/stderr to the cell's log, then run `main`."""
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    os._exit(main([spec_path, result_path]))
 
 
 if __name__ == "__main__":
