@@ -87,3 +87,29 @@ def test_transpose_and_scale_fold_into_fused_matmul():
     assert g.ops(result.model) == ["FusedMatMul", "Softmax", "MatMul"]
     assert result.stats["report"] == "matmul: 1/1"
     np.testing.assert_allclose(g.run(result.model, feeds)[0], expected[0], rtol=1e-4, atol=1e-5)
+
+
+def test_attention_from_the_torchscript_exporter_fuses(artifacts_dir):
+    # The TorchScript exporter writes eager softmax attention with a [1]-shaped NaN-guard constant and
+    # unrelated symbolic sequence dims; tracefuse's scalar_where rule and ORT's symbolic shape
+    # inference let onnxscript's rules fuse it.
+    from tracefuse import api
+    from tracefuse.passes import _ort
+    from tracefuse.passes.manager import Pipeline
+    from tracefuse.validation.inputs import generate_inputs
+
+    out = artifacts_dir / "bert-torchscript"
+    art = api.export("tiny:bert", out, exporter="torchscript", validate=False).artifact
+    model = load_onnx(art.graph_path)
+    feeds = generate_inputs(art.manifest.inputs, {"batch": 2, "sequence": 9})
+    expected = _ort.run_cases(_ort.session(model), [("c", feeds)])[0]
+    result = Pipeline.from_names(["cleanup", "fuse-attention"]).run(model, explain=True)
+    stats = result.steps[1]["stats"]
+    assert stats["report"] == "attention: 2/2", stats["explain"]
+    assert stats["matches"]["scalar_where"] >= 2
+    ops = op_histogram(result.model)
+    assert ops.get("com.microsoft::MultiHeadAttention", 0) + ops.get("com.microsoft::Attention", 0) == 2
+    assert "Softmax" not in ops
+    actual = _ort.run_cases(_ort.session(result.model), [("c", feeds)])[0]
+    for name, value in expected.items():
+        np.testing.assert_allclose(actual[name], value, rtol=1e-3, atol=1e-4)

@@ -112,16 +112,19 @@ class FusionPass:
     """A fusion pass: stages of onnxscript rules, a candidate counter and the fused op types."""
 
     def __init__(self, name: str, kind: str, stages: tuple[Stage, ...], candidates: Callable[[ir.Model], int],
-                 fused_ops: tuple[str, ...], prepare: bool = False) -> None:
+                 fused_ops: tuple[str, ...], prepare: bool = False, symbolic_shapes: bool = False) -> None:
         self.name = name
         self.kind = kind
         self.stages = stages
         self.candidates = candidates
         self.fused_ops = fused_ops
         self.prepare = prepare
+        self.symbolic_shapes = symbolic_shapes
 
     def __call__(self, model: ir.Model, *, explain: bool = False) -> PassResult:
         """Apply the stages; stats hold found / fused, matches per stage, ops after, and reasons with explain."""
+        if self.symbolic_shapes:
+            model = _symbolic_shapes(model)
         if self.prepare:
             _prepare(model)
         found = self.candidates(model)
@@ -189,6 +192,20 @@ def _prepare(model: ir.Model) -> None:
     optimizer.optimize(model)
 
 
+def _symbolic_shapes(model: ir.Model) -> ir.Model:
+    """ONNX Runtime's symbolic shape inference, which merges the sequence dims ONNX's own inference leaves
+    unrelated in a TorchScript export (`unk__13` vs `unk__14`), so the attention rules' shape checks hold.
+    Returns a new model; on failure the model is returned unchanged."""
+    try:
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+        inferred = SymbolicShapeInference.infer_shapes(ir.serde.serialize_model(model), auto_merge=True)
+        return ir.serde.deserialize_model(inferred)
+    except Exception as exc:  # noqa: BLE001 - the tool raises bare Exceptions on ops it does not know
+        logger.info("symbolic shape inference failed (%s); using ONNX shape inference only", exc)
+        return model
+
+
 def _finish(model: ir.Model) -> None:
     # Inline the intermediate fusion functions a later stage did not consume; drop dead nodes.
     import onnxscript.optimizer as optimizer
@@ -214,6 +231,7 @@ def _tracefuse_rules():
 
 
 ATTENTION_STAGES = (
+    Stage("scalar_where", lambda: _tracefuse_rules().scalar_where_rules()),
     Stage("rotary_embedding", _ort("ort_fusions.rotary_embedding", "rotary_embedding_rules")),
     Stage("cos_sin_cache", _ort("ort_fusions.cos_sin_cache", "cos_sin_cache_rules")),
     Stage("partial_rotary_embedding", _ort("ort_fusions.rotary_embedding", "partial_embedding_rules")),
@@ -247,7 +265,8 @@ GELU_STAGES = (
 )
 
 register_pass("fuse-attention", lambda: FusionPass("fuse-attention", "attention", ATTENTION_STAGES,
-                                                   attention_candidates, ATTENTION_OPS, prepare=True),
+                                                   attention_candidates, ATTENTION_OPS, prepare=True,
+                                                   symbolic_shapes=True),
               "attention (and rotary embeddings) to ONNX Runtime Attention / MultiHeadAttention / GroupQueryAttention")
 register_pass("fuse-norm", lambda: FusionPass("fuse-norm", "norm", NORM_STAGES, norm_candidates, NORM_OPS,
                                               prepare=True),
