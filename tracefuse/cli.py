@@ -25,7 +25,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True)
+# Outside a terminal (CI logs) keep long paths and messages on one line.
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 logger = logging.getLogger("tracefuse")
 
 
@@ -297,11 +298,6 @@ app.command("generate")(cli_generate.generate)
 from tracefuse import cli_tflite  # noqa: E402  (quantize-tflite command)
 
 app.command("quantize-tflite")(cli_tflite.quantize_tflite)
-
-
-from tracefuse import cli_jobs  # noqa: E402  (CI jobs commands; imported last, it uses the helpers above)
-
-app.command("ci")(cli_jobs.ci)
 
 
 def entrypoint() -> None:

@@ -144,4 +144,7 @@ def export_onnx_graph(wrapper, example, inputs, outputs, dest: Path, options: di
     files = export_onnx(wrapper, example, inputs, outputs, dest, opset=opset, exporter=exporter)
     # the versions actually written (the exporter may raise the opset), for the compatibility check on load
     versions = graph_versions(dest / files[0])
+    if versions.get("opset") not in (None, opset):
+        logger.warning("opset %s was asked for, but the %s exporter wrote opset %s (it supports no lower one); "
+                       "the manifest records %s", opset, exporter, versions["opset"], versions["opset"])
     return GraphExport(files, tuple(inputs), tuple(outputs), {"exporter": exporter, **versions})
