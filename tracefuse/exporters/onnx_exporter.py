@@ -55,14 +55,33 @@ def _quiet():
         logger.debug("exporter output:\n%s", buffer.getvalue())
 
 
+def _transformers_translations() -> dict:
+    """transformers' own ONNX lowerings for ops torch.onnx has none for (MoE `grouped_mm`, …); {} without them."""
+    try:
+        from transformers.exporters.exporter_onnx import _ONNX_TRANSLATION_TABLE
+    except ImportError:
+        return {}
+    return dict(_ONNX_TRANSLATION_TABLE)
+
+
 def _export_dynamo(wrapper, args, inputs, outputs, opset) -> ir.Model:
     axes = _dynamic_axes(inputs)
     dynamic = (tuple(axes[s.name] or None for s in inputs),) if any(axes.values()) else None
-    program = torch.onnx.export(
-        wrapper, args, dynamo=True, input_names=[s.name for s in inputs], output_names=[s.name for s in outputs],
-        dynamic_shapes=dynamic, opset_version=opset, optimize=True, verbose=False,
-    )
-    return program.model
+
+    def export(table: dict | None):
+        return torch.onnx.export(
+            wrapper, args, dynamo=True, input_names=[s.name for s in inputs], output_names=[s.name for s in outputs],
+            dynamic_shapes=dynamic, opset_version=opset, optimize=True, verbose=False, custom_translation_table=table,
+        ).model
+
+    try:
+        return export(None)
+    except Exception as exc:  # noqa: BLE001 - only an op with no ONNX function is retried
+        table = _transformers_translations()
+        if "No ONNX function found" not in "".join(str(e) for e in (exc, exc.__cause__)) or not table:
+            raise
+        logger.info("an op has no ONNX function in torch.onnx; retrying with transformers' translations")
+        return export(table)
 
 
 def _export_torchscript(wrapper, args, inputs, outputs, opset) -> ir.Model:
