@@ -51,10 +51,14 @@ def test_bert_program_validates_at_both_shapes(pt2_bert):
     assert info["nodes"] > 20 and info["graph_bytes"] > 0
 
 
-def test_vit_program_validates(tmp_path):
-    result = api.export("tiny:vit", tmp_path / "vit", format="pt2")
+@pytest.mark.parametrize(("model", "dims"), [("tiny:vit", "named"), ("tiny:resnet", "inferred")])
+def test_vision_programs_validate(tmp_path, model, dims):
+    # resnet's height/width guards ("(h - 1) // 8 + 1 != 1") cannot be written as Dim bounds: the
+    # exporter falls back to Dim.DYNAMIC and torch.export infers the ranges
+    result = api.export(model, tmp_path / "m", format="pt2")
     assert result.report["passed"], result.report
     assert len(result.report["cases"]) == 2
+    assert result.artifact.manifest.export["dims"] == dims
 
 
 def test_tampered_program_is_refused_without_verify(pt2_bert, tmp_path):

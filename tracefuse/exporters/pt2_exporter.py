@@ -76,20 +76,32 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text.splitlines()[0][:400]}" if text else type(exc).__name__
 
 
-def export_program(wrapper, args: tuple, inputs: Sequence[TensorSpec]) -> tuple[Any, dict[str, dict[str, int]]]:
-    """torch.export the wrapper with one Dim per named axis; returns the program and the Dim bounds used."""
+def export_program(wrapper, args: tuple, inputs: Sequence[TensorSpec]) -> tuple[Any, dict[str, Any]]:
+    """torch.export the wrapper with one Dim per named axis; returns the program and how the axes were declared.
+
+    Named Dims come first; with torch.export's suggested bounds applied when it gives some. When the
+    named Dims still violate guards torch.export cannot express as bounds (CNNs: "height // 8 != 1"),
+    the axes are declared `Dim.DYNAMIC` and torch.export infers their ranges (recorded in the manifest).
+    """
     bounds: dict[str, dict[str, int]] = {}
-    for attempt in range(2):
-        dims = make_dims(inputs, bounds)
+    inferred = False
+    for attempt in range(3):
+        dims = ({name: torch.export.Dim.DYNAMIC for name in make_dims(inputs)} if inferred
+                else make_dims(inputs, bounds))
         try:
             with torch.no_grad(), _quiet():
-                return torch.export.export(wrapper, args, dynamic_shapes=dynamic_shapes(inputs, dims),
-                                           strict=False), bounds
+                program = torch.export.export(wrapper, args, dynamic_shapes=dynamic_shapes(inputs, dims),
+                                              strict=False)
+            return program, {"dims": "inferred" if inferred else "named", "dim_bounds": bounds}
         except Exception as exc:  # noqa: BLE001 - torch.export raises many kinds
             message = str(exc)
             if attempt == 0 and "Suggested fixes" in message and suggested_bounds(message):
                 bounds = suggested_bounds(message)
                 logger.info("torch.export narrowed the dynamic axes: %s", bounds)
+                continue
+            if not inferred and "Constraints violated" in message:
+                inferred = True
+                logger.info("named Dims violate torch.export's guards; letting it infer the axis ranges")
                 continue
             raise ExportError(
                 "torch.export failed", found=_first_line(exc),
@@ -115,10 +127,10 @@ def export_pt2_graph(wrapper, example, inputs, outputs, dest: Path, options: dic
     """The FORMATS entry for pt2: an ExportedProgram, or with option `aot` an AOTInductor package."""
     args = tuple(example[s.name] for s in inputs)
     wrapper.eval()
-    program, bounds = export_program(wrapper, args, inputs)
+    program, declared = export_program(wrapper, args, inputs)
     ranges = {str(k): str(v) for k, v in program.range_constraints.items()}
     aot = bool(options.get("aot"))
-    info: dict[str, Any] = {"exporter": "torch.export", "aot": aot, "dim_bounds": bounds, "range_constraints": ranges}
+    info: dict[str, Any] = {"exporter": "torch.export", "aot": aot, **declared, "range_constraints": ranges}
     if aot:
         _compile_aot(program, dest / AOT_NAME)
         return GraphExport([AOT_NAME], tuple(inputs), tuple(outputs), info)
