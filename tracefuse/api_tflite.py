@@ -20,7 +20,9 @@ from tracefuse.errors import ArtifactError, MissingDependencyError, TracefuseErr
 
 logger = logging.getLogger(__name__)
 
-RECIPES = {"dynamic": "dynamic_wi8_afp32", "weight-only": "weight_only_wi8_afp32"}
+RECIPES = {"dynamic": "dynamic_wi8_afp32", "weight-only": "weight_only_wi8_afp32", "static": "static_wi8_ai8",
+           "static-a16": "static_wi8_ai16"}
+CALIBRATION_SAMPLES = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,15 +34,33 @@ class EdgeQuantizeResult:
     entry: dict[str, Any]
 
 
-def _quantize_bytes(graph: Path, mode: str) -> bytes:
+def _calibration(art: Artifact, samples: int) -> dict[str, list[dict[str, Any]]]:
+    """Generated calibration inputs per signature, keyed as litert-torch names them (args_0, args_1, ...)."""
+    from tracefuse.validation.inputs import generate_inputs
+
+    m = art.manifest
+    data = {}
+    for sig in m.export.get("signatures") or []:
+        rows = []
+        for i in range(samples):
+            feeds = generate_inputs(m.inputs, sig["sizes"], seed=100 + i)
+            rows.append({f"args_{j}": feeds[s.name] for j, s in enumerate(m.inputs)})
+        data[sig["name"]] = rows
+    return data
+
+
+def _quantize_bytes(art: Artifact, mode: str) -> bytes:
     try:
         from ai_edge_quantizer import quantizer, recipe
     except ImportError as exc:
         raise MissingDependencyError("TFLite quantization needs ai-edge-quantizer",
                                      found=f"{type(exc).__name__}: {exc}",
                                      fix="pip install 'tracefuse[tflite]'") from exc
-    qt = quantizer.Quantizer(str(graph), getattr(recipe, RECIPES[mode])())
-    result = qt.quantize(enable_progress_report=False, enable_progress_bar=False)
+    qt = quantizer.Quantizer(str(art.graph_path), getattr(recipe, RECIPES[mode])())
+    calibration = None
+    if qt.need_calibration:
+        calibration = qt.calibrate(_calibration(art, CALIBRATION_SAMPLES), num_threads=2)
+    result = qt.quantize(calibration, enable_progress_report=False, enable_progress_bar=False)
     return bytes(result.quantized_model)
 
 
@@ -68,7 +88,12 @@ def quantize_tflite(
     overwrite: bool = False,
     threads: int | None = None,
 ) -> EdgeQuantizeResult:
-    """Quantize a TFLite artifact (`mode` dynamic | weight-only) into a new artifact at `out`."""
+    """Quantize a TFLite artifact into a new artifact at `out`.
+
+    Modes: dynamic (int8 weights, dynamic activations), weight-only (int8 weights, float compute),
+    static (int8 weights and activations) and static-a16 (int16 activations); the static modes
+    calibrate on inputs generated at each signature's shape.
+    """
     from tracefuse import api
     from tracefuse.validation.report import summarize
 
@@ -80,7 +105,7 @@ def quantize_tflite(
         raise ArtifactError(f"edge quantization rewrites TFLite artifacts; {artifact} is a {m.format} artifact",
                             fix="export with --format tflite")
     start = time.perf_counter()
-    data = _quantize_bytes(art.graph_path, mode)
+    data = _quantize_bytes(art, mode)
     before = art.graph_path.stat().st_size
     entry = {"name": f"tflite-quantize-{mode}", "recipe": RECIPES[mode],
              "seconds": round(time.perf_counter() - start, 3),

@@ -13,8 +13,10 @@ from tracefuse.cli import JsonOpt, ThreadsOpt, _errors, _finish_report, _progres
 def quantize_tflite(
     artifact: Annotated[Path, typer.Argument(help="A TFLite artifact directory (tracefuse export --format tflite).")],
     output: Annotated[Path, typer.Option("-o", "--output", help="The new artifact directory to write.")],
-    mode: Annotated[str, typer.Option("--mode", help="dynamic (int8 weights, dynamic activations) or weight-only "
-                                      "(int8 weights, float compute).")] = "dynamic",
+    mode: Annotated[str, typer.Option("--mode", help="dynamic (int8 weights, dynamic activations), weight-only "
+                                      "(int8 weights, float compute), static (int8 activations) or static-a16 "
+                                      "(int16 activations); static modes calibrate on generated inputs.")]
+    = "dynamic",
     min_cosine: Annotated[float, typer.Option("--min-cosine", min=0.0, max=1.0, help="Pass when every output's "
                                               "cosine to PyTorch is at least this.")] = 0.99,
     no_validate: Annotated[bool, typer.Option("--no-validate", help="Skip validation against PyTorch.")] = False,

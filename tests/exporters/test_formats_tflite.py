@@ -74,3 +74,16 @@ def test_decoder_with_kv_cache_is_refused_clearly(tmp_path):
     with pytest.raises(ExportError, match="KV cache"):
         api.export("tiny:gpt2", tmp_path / "gpt2", format="tflite")
     assert not (tmp_path / "gpt2").exists()
+
+
+def test_static_quantization_calibrates_and_reports_its_cosine(tfl_bert, tmp_path):
+    pytest.importorskip("ai_edge_quantizer", reason="the tflite extra is not installed")
+    from tracefuse.api_tflite import quantize_tflite
+
+    result = quantize_tflite(tfl_bert.artifact.path, tmp_path / "static", mode="static-a16", min_cosine=0.5)
+    entry = result.artifact.manifest.passes[-1]
+    assert entry["recipe"] == "static_wi8_ai16"
+    assert entry["stats"]["size_after"] < entry["stats"]["size_before"]
+    cosines = [o["cosine"] for c in result.report["cases"] for o in c["outputs"]]
+    assert len(cosines) == 4 and all(-1.0 <= c <= 1.0 for c in cosines)
+    assert result.report["passed"] == all(c >= 0.5 for c in cosines)
