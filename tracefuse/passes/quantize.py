@@ -5,7 +5,8 @@ Modes: `dynamic` (int8 weights, activations quantized at run time: MatMul / Gemm
 `.npz`), `int4` (weight-only `MatMulNBits`, block size option). The guard validates the quantized
 model against the float one on the validation inputs and, while the worst cosine similarity misses
 the target, keeps the most sensitive nodes in float. Sensitivity is measured, not guessed: each
-candidate node is quantized alone and the cosine drop it causes is recorded; then the smallest set
+candidate node is quantized alone and the cosine drop it causes on the first validation case is
+recorded (one quantization per node: the guard's cost); then the smallest set
 of most-sensitive nodes that meets the target is found by bisection.
 """
 
@@ -189,8 +190,10 @@ def quantize(
     expected = _ort.run_cases(_ort.session(model, threads=threads), cases)
     outputs = list(expected[0])
 
-    def evaluate(q: ir.Model) -> float:
-        return worst_cosine(expected, _ort.run_cases(_ort.session(q, threads=threads), cases, outputs))
+    def evaluate(q: ir.Model, first_only: bool = False) -> float:
+        chosen = cases[:1] if first_only else cases
+        actual = _ort.run_cases(_ort.session(q, threads=threads), chosen, outputs)
+        return worst_cosine(expected[:len(chosen)], actual)
 
     say(f"quantizing ({options.mode})")
     quantized = quantize_once(model, options)
@@ -206,7 +209,8 @@ def quantize(
         sensitivity = {}
         for i, name in enumerate(candidates):
             say(f"sensitivity {i + 1}/{len(candidates)}")
-            sensitivity[name] = 1.0 - evaluate(quantize_once(model, options, include=[name]))
+            # Ranking only needs an order: measured on the first case; the bisection uses them all.
+            sensitivity[name] = 1.0 - evaluate(quantize_once(model, options, include=[name]), first_only=True)
         ranked = sorted(candidates, key=lambda n: -sensitivity[n])
         limit = len(ranked) if max_excluded is None else min(max_excluded, len(ranked))
         quantized, cosine, k = _smallest_exclusion(model, options, ranked, limit, target_cosine, evaluate, say,
