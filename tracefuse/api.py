@@ -113,7 +113,9 @@ def _cases(manifest: Manifest, inputs: str | os.PathLike[str] | None, texts: Seq
     if inputs is not None:
         cases.append((f"file:{Path(inputs).name}", load_npz(inputs)))
     if texts:
-        cases.append((f"text:{len(texts)} sentences", tokenize(checkpoint, texts, [s.name for s in manifest.inputs])))
+        tokens = tokenize(checkpoint, texts, [s.name for s in manifest.inputs])
+        tokens = {s.name: tokens[s.name].astype(s.dtype) for s in manifest.inputs}  # TFLite takes int32 ids
+        cases.append((f"text:{len(texts)} sentences", tokens))
     return cases
 
 
