@@ -36,10 +36,18 @@ def _marker(out: Path) -> str | None:
     """The marker of the complete artifact at `out`, or None when there is none; fails on a partial one."""
     if not out.exists() and not any(p.name.startswith(OLD_PREFIX) for p in out.parent.iterdir()):
         return None
-    art = load_artifact(out)  # every file's sha256 must match the manifest
-    assert (out / "note.txt").read_text() == art.manifest.source["id"] * 1000
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx", "note.txt"]
-    return art.manifest.source["id"]
+    # A reader races the writer: a swap may land between load_artifact and the read of note.txt (each read
+    # then sees a whole artifact, but not the same one). Judge only a snapshot no swap interrupted.
+    for _ in range(50):
+        art = load_artifact(out)  # every file's sha256 must match the manifest
+        note = (out / "note.txt").read_text()
+        names = sorted(p.name for p in out.iterdir())
+        if load_artifact(out).manifest.source["id"] != art.manifest.source["id"]:
+            continue  # swapped meanwhile: read again
+        assert note == art.manifest.source["id"] * 1000
+        assert names == ["manifest.json", "model.onnx", "note.txt"]
+        return art.manifest.source["id"]
+    raise AssertionError("the artifact changed under every one of 50 reads")
 
 
 def _leftovers(parent: Path) -> list[str]:
