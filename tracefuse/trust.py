@@ -51,6 +51,8 @@ FORMAT_TRUST: dict[str, FormatTrust] = {
     # with trust_unverified, reported as not describable) until their owner adds one.
     "torchscript": FormatTrust(executes_code=True, suffixes=(".pt", ".ts")),
     "pt2": FormatTrust(executes_code=True, suffixes=(".pt2",)),
+    # A flatbuffer: no code in the file (custom ops need kernels the host registers); hashes still checked.
+    "tflite": FormatTrust(executes_code=False, suffixes=(".tflite",)),
 }
 
 

@@ -87,3 +87,18 @@ def test_static_quantization_calibrates_and_reports_its_cosine(tfl_bert, tmp_pat
     cosines = [o["cosine"] for c in result.report["cases"] for o in c["outputs"]]
     assert len(cosines) == 4 and all(-1.0 <= c <= 1.0 for c in cosines)
     assert result.report["passed"] == all(c >= 0.5 for c in cosines)
+
+
+def test_litert_runner_is_safe_from_several_threads(tfl_bert):
+    """The interpreter is not re-entrant; the runner serializes calls so threads get identical results."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    manifest = tfl_bert.artifact.manifest
+    feeds = generate_inputs(manifest.inputs, manifest.validation_shapes[0], seed=3)
+    with api.load(tfl_bert.artifact.path) as runner:
+        expected = runner.infer(feeds)
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(lambda _: runner.infer(feeds), range(40)))
+    for result in results:
+        for name, value in expected.items():
+            np.testing.assert_array_equal(result[name], value)

@@ -48,6 +48,8 @@ class LiteRtRunner(Runner):
     """Runs a TFLite artifact; one signature per fixed shape, chosen from the feeds' axis sizes."""
 
     name = "litert"
+    # One TFLite interpreter must not run two invocations at once: Runner serializes infer.
+    thread_safe = False
 
     def __init__(self, artifact: Artifact, *, threads: int | None = None) -> None:
         require_format(artifact, self.name, "tflite")
