@@ -55,3 +55,10 @@ def norm():
 def broken():
     """A factory that raises: its cell must fail alone."""
     raise RuntimeError("this model is broken on purpose")
+
+
+def slow():
+    """A factory that hangs: its cell must be killed at its time limit."""
+    import time
+
+    time.sleep(600)

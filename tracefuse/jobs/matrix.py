@@ -99,12 +99,62 @@ def expand(recipe: Recipe, *, jobs: int | None = None) -> tuple[list[Cell], list
     return cells, skipped
 
 
-def run_cell_process(cell: Cell, work: Path) -> dict[str, Any]:
-    """Run one cell in a fresh Python process with its time limit; a crash or timeout becomes its error result."""
+_PRELOAD = ["tracefuse.jobs.cell", "tracefuse.api", "tracefuse.exporters.sources", "torch", "onnxruntime"]
+_forkserver = None
+
+
+def _context():
+    """A forkserver that has imported torch, ONNX Runtime and tracefuse once; each cell forks a fresh child
+    from it, so a cell is its own process (a crash or kill touches nothing else) without paying the imports."""
+    global _forkserver
+    if _forkserver is None:
+        import multiprocessing
+
+        _forkserver = multiprocessing.get_context("forkserver")
+        _forkserver.set_forkserver_preload(_PRELOAD)
+    return _forkserver
+
+
+def _finish(cell: Cell, code: int | None, result_path: Path, log_path: Path, wall: float) -> dict[str, Any]:
+    if code is None:
+        result = {"status": "timeout", "message": f"the cell ran past its time limit of {cell.timeout_s:g} s "
+                  "and was killed", "failures": []}
+    elif result_path.is_file():
+        result = json.loads(result_path.read_text())
+    else:
+        tail = log_path.read_text(errors="replace")[-1500:] if log_path.is_file() else ""
+        result = {"status": "error", "message": f"the cell process died with exit code {code} before writing "
+                  f"its result; last output:\n{tail}", "failures": []}
+    return {**cell.to_spec(), **result, "wall_s": round(wall, 3), "log": str(log_path)}
+
+
+def _prepare(cell: Cell, work: Path) -> tuple[Path, Path, Path]:
     work.mkdir(parents=True, exist_ok=True)
     spec_path, result_path, log_path = work / "spec.json", work / "result.json", work / "cell.log"
     result_path.unlink(missing_ok=True)
     spec_path.write_text(json.dumps(cell.to_spec()))
+    return spec_path, result_path, log_path
+
+
+def run_cell_forked(cell: Cell, work: Path) -> dict[str, Any]:
+    """Run one cell in a child of the preloaded forkserver with its time limit (the default runner)."""
+    from tracefuse.jobs.cell import entry
+
+    spec_path, result_path, log_path = _prepare(cell, work)
+    start = time.perf_counter()
+    proc = _context().Process(target=entry, args=(str(spec_path), str(result_path), str(log_path)), daemon=True)
+    proc.start()
+    proc.join(cell.timeout_s)
+    code = proc.exitcode
+    if code is None:
+        proc.kill()
+        proc.join()
+    return _finish(cell, code, result_path, log_path, time.perf_counter() - start)
+
+
+def run_cell_process(cell: Cell, work: Path) -> dict[str, Any]:
+    """Run one cell in a fresh Python interpreter (`python -m tracefuse.jobs.cell`) with its time limit."""
+    spec_path, result_path, log_path = _prepare(cell, work)
     env = {**os.environ, "OMP_NUM_THREADS": str(cell.threads or 1), "TOKENIZERS_PARALLELISM": "false"}
     start = time.perf_counter()
     with open(log_path, "w") as log:
@@ -116,23 +166,13 @@ def run_cell_process(cell: Cell, work: Path) -> dict[str, Any]:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             code = None
-    wall = time.perf_counter() - start
-    if code is None:
-        result = {"status": "timeout", "message": f"the cell ran past its time limit of {cell.timeout_s:g} s "
-                  "and was killed", "failures": []}
-    elif result_path.is_file():
-        result = json.loads(result_path.read_text())
-    else:
-        tail = log_path.read_text(errors="replace")[-1500:]
-        result = {"status": "error", "message": f"the cell process died with exit code {code} before writing "
-                  f"its result; last output:\n{tail}", "failures": []}
-    return {**cell.to_spec(), **result, "wall_s": round(wall, 3), "log": str(log_path)}
+    return _finish(cell, code, result_path, log_path, time.perf_counter() - start)
 
 
 Runner = Callable[[Cell, Path], dict[str, Any]]
 
 
-def run_local(cells: Sequence[Cell], work_dir: Path, *, jobs: int = 1, runner: Runner = run_cell_process,
+def run_local(cells: Sequence[Cell], work_dir: Path, *, jobs: int = 1, runner: Runner = run_cell_forked,
               on_done: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
     """Run cells, `jobs` at a time, each in its own process; results come back in cell order."""
     def one(index_cell: tuple[int, Cell]) -> dict[str, Any]:
@@ -162,7 +202,7 @@ def build_report(recipe: Recipe, results: list[dict[str, Any]], skipped: list[di
     }
 
 
-def run_recipe(recipe: Recipe, *, jobs: int | None = None, runner: Runner = run_cell_process,
+def run_recipe(recipe: Recipe, *, jobs: int | None = None, runner: Runner = run_cell_forked,
                on_done: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Expand and run a recipe with the local executor; returns the CI JSON report."""
     from tracefuse.jobs.cache import ExportCache
