@@ -41,7 +41,8 @@ def main() -> None:
                     ok = bool(report and report["passed"])
                     cell = "validated" if ok else "mismatch"
                 except TracefuseError as exc:
-                    ok, cell = False, "failed: " + str(exc).splitlines()[-2 if len(str(exc).splitlines()) > 1 else 0][:18]
+                    lines = str(exc).splitlines()
+                    ok, cell = False, "failed: " + lines[-2 if len(lines) > 1 else 0][:18]
             passed[exporter] += ok
             row += f"{cell} ({time.perf_counter() - start:4.1f}s)".ljust(34)
         print(row, flush=True)

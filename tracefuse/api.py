@@ -109,7 +109,8 @@ def tokenize(checkpoint: Path | None, texts: Sequence[str], input_names: Sequenc
 
 
 def _cases(manifest: Manifest, inputs: str | os.PathLike[str] | None, texts: Sequence[str] | None, checkpoint):
-    cases = [(case_name(s), generate_inputs(manifest.inputs, s, seed=i)) for i, s in enumerate(manifest.validation_shapes)]
+    shapes = manifest.validation_shapes
+    cases = [(case_name(s), generate_inputs(manifest.inputs, s, seed=i)) for i, s in enumerate(shapes)]
     if inputs is not None:
         cases.append((f"file:{Path(inputs).name}", load_npz(inputs)))
     if texts:

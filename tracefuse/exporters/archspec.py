@@ -138,7 +138,8 @@ def resolve_spec(loaded: LoadedModel) -> ArchSpec:
     if loaded.example_inputs is not None:
         return _factory_spec(loaded)
     main_input = getattr(loaded.module, "main_input_name", None)
-    overrides = {**_OVERRIDES.get((loaded.model_type, None), {}), **_OVERRIDES.get((loaded.model_type, loaded.task), {})}
+    overrides = {**_OVERRIDES.get((loaded.model_type, None), {}),
+                 **_OVERRIDES.get((loaded.model_type, loaded.task), {})}
     if (decoder := decoder_spec_fields(loaded)) is not None:  # decoders and encoder-decoders with a KV cache
         spec = ArchSpec(loaded.model_type, loaded.task, **decoder)
     elif main_input == "input_ids":

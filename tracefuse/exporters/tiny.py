@@ -67,7 +67,8 @@ def tiny_config(model_type: str):
         raise SourceError(
             f"unknown model type '{model_type}' for tiny:",
             found=f"not one of Transformers' {len(known)} model types",
-            fix=f"use a Transformers model type such as bert, vit, gpt2{'; close: ' + ', '.join(close) if close else ''}",
+            fix="use a Transformers model type such as bert, vit, gpt2"
+            + (f"; close: {', '.join(close)}" if close else ""),
         )
     default = AutoConfig.for_model(model_type)
     kwargs = tiny_config_kwargs(default)

@@ -56,7 +56,8 @@ def _run(model: torch.nn.Module, names: tuple[str, ...], feeds: dict[str, torch.
     except Exception as exc:  # noqa: BLE001 - a model's forward can raise anything
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
         raise ExportError(
-            f"the PyTorch model itself fails on the generated inputs ({', '.join(f'{k}={v}' for k, v in sizes.items())})",
+            "the PyTorch model itself fails on the generated inputs "
+            f"({', '.join(f'{k}={v}' for k, v in sizes.items())})",
             found=f"{type(exc).__name__}: {first}",
             fix="check the task and input shapes, or export it as module.path:factory with working example inputs",
         ) from exc
