@@ -74,7 +74,7 @@ def _write(art: Artifact, out, model, entries: list[dict[str, Any]], tolerance: 
     """Stage a new artifact: copy the side files, save the graph, append the pass entries, validate."""
     from tracefuse import api
     from tracefuse.graphs.onnx_file import save_onnx
-    from tracefuse.validation.report import summarize
+    from tracefuse.validation.report import judge_by_cosine, summarize
 
     m = art.manifest
     report = None
@@ -94,25 +94,11 @@ def _write(art: Artifact, out, model, entries: list[dict[str, Any]], tolerance: 
             report = api.validate(staging, inputs=inputs, texts=texts, threads=threads, progress=progress,
                                   tolerance=tolerance)
             if min_cosine is not None:
-                _judge_by_cosine(report, min_cosine)
+                judge_by_cosine(report, min_cosine)
             report["artifact"] = str(Path(out).absolute())
             manifest = dataclasses.replace(manifest, validation=summarize(report))
             write_manifest(staging, manifest)
     return PassRunResult(load_artifact(out), report, entries)
-
-
-def _judge_by_cosine(report: dict[str, Any], min_cosine: float) -> None:
-    """A quantized graph is judged by cosine similarity to PyTorch, not by elementwise tolerance."""
-    for case in report["cases"]:
-        for output in case["outputs"]:
-            cos = output.get("cosine")
-            output["passed"] = cos is not None and cos >= min_cosine
-            output.pop("reason", None)
-            if not output["passed"]:
-                output["reason"] = f"cosine {cos} < {min_cosine}" if cos is not None else "no cosine"
-        case["passed"] = all(o["passed"] for o in case["outputs"])
-    report["passed"] = bool(report["cases"]) and all(c["passed"] for c in report["cases"])
-    report["criterion"] = f"cosine >= {min_cosine}"
 
 
 def optimize(

@@ -64,20 +64,6 @@ def _quantize_bytes(art: Artifact, mode: str) -> bytes:
     return bytes(result.quantized_model)
 
 
-def judge_by_cosine(report: dict[str, Any], min_cosine: float) -> None:
-    """Mark each output passed when its cosine to the reference is at least `min_cosine`."""
-    for case in report["cases"]:
-        for output in case["outputs"]:
-            cos = output.get("cosine")
-            output["passed"] = cos is not None and cos >= min_cosine
-            output.pop("reason", None)
-            if not output["passed"]:
-                output["reason"] = f"cosine {cos} < {min_cosine}"
-        case["passed"] = all(o["passed"] for o in case["outputs"])
-    report["passed"] = bool(report["cases"]) and all(c["passed"] for c in report["cases"])
-    report["criterion"] = f"cosine >= {min_cosine}"
-
-
 def quantize_tflite(
     artifact: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -95,7 +81,7 @@ def quantize_tflite(
     calibrate on inputs generated at each signature's shape.
     """
     from tracefuse import api
-    from tracefuse.validation.report import summarize
+    from tracefuse.validation.report import judge_by_cosine, summarize
 
     if mode not in RECIPES:
         raise TracefuseError(f"unknown TFLite quantization mode '{mode}'", fix=f"use one of: {', '.join(RECIPES)}")

@@ -41,3 +41,20 @@ def test_unmeasurable_output_is_null_not_infinity():
         "a / x: shape [3, 2] != reference [2, 3]",
         "b / y: non-finite values differ from the reference",
     ]
+
+
+def test_judge_by_cosine_rejudges_every_output_in_place():
+    from tracefuse.validation.report import judge_by_cosine
+
+    report = {"cases": [
+        {"name": "a", "outputs": [{"name": "x", "cosine": 0.995, "passed": False, "reason": "atol"},
+                                  {"name": "y", "cosine": 0.98, "passed": True}]},
+        {"name": "b", "outputs": [{"name": "x", "passed": False}]},
+    ]}
+    judge_by_cosine(report, 0.99)
+    first, second = report["cases"]
+    assert first["outputs"][0]["passed"] and "reason" not in first["outputs"][0]
+    assert not first["outputs"][1]["passed"] and first["outputs"][1]["reason"] == "cosine 0.98 < 0.99"
+    assert second["outputs"][0]["reason"] == "no cosine was measured"
+    assert not first["passed"] and not second["passed"] and not report["passed"]
+    assert report["criterion"] == "cosine >= 0.99"

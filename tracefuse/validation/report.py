@@ -27,6 +27,21 @@ def summarize(report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def judge_by_cosine(report: dict[str, Any], min_cosine: float) -> None:
+    """Re-judge a report (in place) by cosine similarity: each output passes when its cosine to the
+    reference is at least `min_cosine`. Quantized graphs are judged this way, not elementwise."""
+    for case in report["cases"]:
+        for output in case["outputs"]:
+            cos = output.get("cosine")
+            output["passed"] = cos is not None and cos >= min_cosine
+            output.pop("reason", None)
+            if not output["passed"]:
+                output["reason"] = f"cosine {cos} < {min_cosine}" if cos is not None else "no cosine was measured"
+        case["passed"] = all(o["passed"] for o in case["outputs"])
+    report["passed"] = bool(report["cases"]) and all(c["passed"] for c in report["cases"])
+    report["criterion"] = f"cosine >= {min_cosine}"
+
+
 def failures(report: dict[str, Any]) -> list[str]:
     """One line per failing output: 'case / output: reason'."""
     return [
