@@ -34,8 +34,18 @@ TASKS: dict[str, Task] = {
         Task("text-generation", "AutoModelForCausalLM", "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES"),
         Task("text2text-generation", "AutoModelForSeq2SeqLM", "MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES"),
         Task("automatic-speech-recognition", "AutoModelForSpeechSeq2Seq", "MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING_NAMES"),
+        Task("ctc", "AutoModelForCTC", "MODEL_FOR_CTC_MAPPING_NAMES"),
+        Task("audio-classification", "AutoModelForAudioClassification",
+             "MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES"),
+        Task("semantic-segmentation", "AutoModelForSemanticSegmentation",
+             "MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES"),
+        Task("object-detection", "AutoModelForObjectDetection", "MODEL_FOR_OBJECT_DETECTION_MAPPING_NAMES"),
+        Task("zero-shot-image-classification", "AutoModelForZeroShotImageClassification",
+             "MODEL_FOR_ZERO_SHOT_IMAGE_CLASSIFICATION_MAPPING_NAMES"),
     )
 }
+# automatic-speech-recognition on a model with no encoder-decoder class (wav2vec2, hubert…) uses its CTC head.
+_FALLBACK = {"automatic-speech-recognition": "ctc"}
 
 
 def get_task(name: str) -> Task:
@@ -75,6 +85,10 @@ def auto_class(task: Task, model_type: str):
     """The Transformers Auto class for the task, after checking it covers `model_type`."""
     import transformers
 
+    fallback = TASKS.get(_FALLBACK.get(task.name, ""))
+    if not supports(task, model_type) and fallback is not None and supports(fallback, model_type):
+        logger.info("%s has no %s class for %s; using %s", model_type, task.auto_class, task.name, fallback.auto_class)
+        task = fallback
     if not supports(task, model_type):
         have = [t.name for t in TASKS.values() if supports(t, model_type)]
         raise SourceError(
