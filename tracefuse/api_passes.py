@@ -70,11 +70,16 @@ def _graph_sha(art: Artifact) -> str:
 
 def _write(art: Artifact, out, model, entries: list[dict[str, Any]], tolerance: dict[str, float], *,
            overwrite: bool, validate: bool, inputs, texts, threads, progress: Progress,
-           min_cosine: float | None = None) -> PassRunResult:
-    """Stage a new artifact: copy the side files, save the graph, append the pass entries, validate."""
+           min_cosine: float | None = None, min_top1: float | None = None,
+           chain: dict[str, Any] | None = None) -> PassRunResult:
+    """Stage a new artifact: copy the side files, save the graph, append the pass entries, validate.
+
+    `chain` (from api_chain) names this step and carries the summaries of the steps before it; the
+    manifest's `export["chain"]` then lists them all, this step's validation included.
+    """
     from tracefuse import api
     from tracefuse.graphs.onnx_file import save_onnx
-    from tracefuse.validation.report import judge_by_cosine, summarize
+    from tracefuse.validation.report import judge_by_cosine, judge_by_top1, summarize
 
     m = art.manifest
     report = None
@@ -93,10 +98,18 @@ def _write(art: Artifact, out, model, entries: list[dict[str, Any]], tolerance: 
         if validate:
             report = api.validate(staging, inputs=inputs, texts=texts, threads=threads, progress=progress,
                                   tolerance=tolerance)
-            if min_cosine is not None:
+            if min_top1 is not None:
+                judge_by_top1(report, min_top1, min_cosine if min_cosine is not None else 0.99)
+            elif min_cosine is not None:
                 judge_by_cosine(report, min_cosine)
             report["artifact"] = str(Path(out).absolute())
             manifest = dataclasses.replace(manifest, validation=summarize(report))
+        if chain is not None:
+            from tracefuse.api_chain import chain_record
+
+            manifest = dataclasses.replace(manifest, export={**manifest.export, "chain": chain_record(chain, entries,
+                                                                                                       report)})
+        if validate or chain is not None:
             write_manifest(staging, manifest)
     return PassRunResult(load_artifact(out), report, entries)
 
@@ -115,6 +128,7 @@ def optimize(
     texts: Sequence[str] | None = None,
     threads: int | None = None,
     progress: Progress = _noop,
+    chain: dict[str, Any] | None = None,
 ) -> PassRunResult:
     """Run a pass pipeline (a `preset` — cpu, cuda, tensorrt, standard — or explicit `passes`) on an ONNX
     artifact and write the result to `out`.
@@ -122,6 +136,7 @@ def optimize(
     With `check`, ONNX Runtime runs after every pass on the validation inputs and the first pass that
     moves the outputs past the manifest's tolerance raises PassCheckFailed (exit code 1) naming it; no
     artifact is written then. With `explain`, each fusion's stats say why unfused blocks did not match.
+    `chain` is set by `api_chain.export_chain` (the steps before this one, recorded in the manifest).
     """
     from tracefuse.graphs.onnx_file import load_onnx
     from tracefuse.passes.manager import Pipeline, preset_passes
@@ -145,7 +160,7 @@ def optimize(
             tolerance[key] = max(float(tolerance.get(key, 0.0)), float(value))
     entries = [{**step, "preset": preset, "input_graph_sha256": _graph_sha(art)} for step in result.steps]
     return _write(art, out, result.model, entries, tolerance, overwrite=overwrite, validate=validate,
-                  inputs=inputs, texts=texts, threads=threads, progress=progress)
+                  inputs=inputs, texts=texts, threads=threads, progress=progress, chain=chain)
 
 
 def quantize(
@@ -159,6 +174,7 @@ def quantize(
     per_channel: bool = False,
     block_size: int = 32,
     target_cosine: float | None = None,
+    target_top1: float | None = None,
     min_cosine: float = 0.99,
     validate: bool = True,
     overwrite: bool = False,
@@ -166,6 +182,7 @@ def quantize(
     texts: Sequence[str] | None = None,
     threads: int | None = None,
     progress: Progress = _noop,
+    chain: dict[str, Any] | None = None,
 ) -> PassRunResult:
     """Quantize an ONNX artifact (`mode` dynamic | static | int4) and write the result to `out`.
 
@@ -173,8 +190,10 @@ def quantize(
     `calibration_samples` inputs generated from the artifact's specs. With `target_cosine`, the
     quantized graph is compared to the float one on the validation inputs and the most sensitive
     nodes are kept in float until the worst cosine meets the target; the excluded nodes are recorded
-    in the manifest. Validation against PyTorch passes when every output's cosine is at least
-    `target_cosine` (or `min_cosine` without a target).
+    in the manifest. With `target_top1` instead, the guard's criterion is the worst top-1 agreement of
+    the logits outputs. Validation against PyTorch passes when every output's cosine is at least
+    `target_cosine` (or `min_cosine` without a target); with `target_top1`, when every logits output's
+    top-1 agreement is at least `target_top1` and every other output's cosine at least `min_cosine`.
     """
     from tracefuse.graphs.onnx_file import load_onnx
     from tracefuse.passes.quantize import QuantizeOptions, check_options
@@ -199,7 +218,8 @@ def quantize(
     check_options(options)
     model = load_onnx(art.graph_path)
     start = time.perf_counter()
-    result = run_quantize(model, options, cases, target_cosine=target_cosine, threads=threads, progress=progress)
+    result = run_quantize(model, options, cases, target_cosine=target_cosine, target_top1=target_top1,
+                          threads=threads, progress=progress)
     entry = {"name": f"quantize-{mode}", "seconds": round(time.perf_counter() - start, 3), "stats": result.stats,
              "input_graph_sha256": _graph_sha(art)}
     tolerance = dict(art.manifest.tolerance)
@@ -207,8 +227,11 @@ def quantize(
     tolerance["atol"] = max(float(tolerance.get("atol", 1e-4)), _round_up(2 * result.stats["max_abs"]))
     threshold = target_cosine if target_cosine is not None else min_cosine
     tolerance["min_cosine"] = threshold
+    if target_top1 is not None:
+        tolerance["min_top1"] = target_top1
     return _write(art, out, result.model, [entry], tolerance, overwrite=overwrite, validate=validate,
-                  inputs=inputs, texts=texts, threads=threads, progress=progress, min_cosine=threshold)
+                  inputs=inputs, texts=texts, threads=threads, progress=progress, min_cosine=threshold,
+                  min_top1=target_top1, chain=chain)
 
 
 def _round_up(x: float) -> float:

@@ -38,6 +38,7 @@ def _print_passes(entries: list[dict[str, Any]], explain: bool) -> None:
         nodes = e.get("nodes", {})
         result = stats.get("report") or (
             f"{stats['mode']}: {stats['quantized_nodes']}/{stats['candidates']} nodes, cosine {stats['cosine']:.6f}"
+            + (f", top-1 {stats['top1']:.4f}" if "top1" in stats else "")
             if "mode" in stats else f"{stats.get('nodes_before', '?')} → {stats.get('nodes_after', '?')} nodes")
         check = e.get("check")
         table.add_row(e["name"], f"{e.get('seconds', 0):.2f}",
@@ -108,6 +109,10 @@ def quantize(
     target_cosine: Annotated[float | None, typer.Option(
         "--target-cosine", min=0.0, max=1.0, help="Keep the most sensitive nodes in float until the worst cosine "
         "to the float graph on the validation inputs reaches this.")] = None,
+    target_top1: Annotated[float | None, typer.Option(
+        "--target-top1", min=0.0, max=1.0, help="Instead of --target-cosine: keep the most sensitive nodes in float "
+        "until the worst top-1 agreement of the logits outputs with the float graph reaches this (e.g. 0.99); "
+        "validation then judges logits by top-1 and other outputs by cosine >= 0.99.")] = None,
     no_validate: NoValidateOpt = False,
     overwrite: OverwriteOpt = False,
     inputs: InputsOpt = None,
@@ -127,13 +132,39 @@ def quantize(
         with _progress() as progress:
             result = run(artifact, output, mode=mode, calibration=calibration, calibration_method=method,
                          per_channel=per_channel, block_size=block_size, target_cosine=target_cosine,
-                         validate=not no_validate, overwrite=overwrite, inputs=inputs, texts=texts,
-                         threads=threads, progress=progress)
+                         target_top1=target_top1, validate=not no_validate, overwrite=overwrite, inputs=inputs,
+                         texts=texts, threads=threads, progress=progress)
         _print_passes(result.passes, False)
         stats = result.passes[0]["stats"]
         if not stats["target_met"]:
-            err.print(f"[yellow]note:[/yellow] the target cosine {target_cosine} was not met "
-                      f"(worst {stats['cosine']:.6f})")
+            worst = f"top-1 {stats['top1']:.4f}" if target_top1 is not None else f"cosine {stats['cosine']:.6f}"
+            err.print(f"[yellow]note:[/yellow] the target {target_top1 if target_top1 is not None else target_cosine} "
+                      f"was not met (worst {worst})")
         out.print(f"wrote {result.artifact.path}")
         if result.report is not None:
             _finish_report(result.report, json_path)
+
+
+def export_chain(model: str, output: Path, *, optimize: str | None, quantize: str | None,
+                 export_options: dict[str, Any], validate: bool, overwrite: bool, inputs: Path | None,
+                 texts: list[str] | None, threads: int | None, json_path: Path | None) -> None:
+    """`tracefuse export ... --optimize PRESET --quantize MODE`: run the chain, print each step, finish."""
+    from tracefuse.api_chain import export_chain as run
+
+    with _progress() as progress:
+        result = run(model, output, optimize=optimize, quantize=quantize, export_options=export_options,
+                     validate=validate, overwrite=overwrite, inputs=inputs, texts=texts, threads=threads,
+                     progress=progress)
+    for step in result.steps:
+        v = step.get("validation")
+        verdict = ("not validated" if v is None else
+                   "validation passed" if v["passed"] else "[red]validation FAILED[/red]")
+        out.print(f"step {step['step']} ({step['seconds']:.1f}s): {verdict}")
+    if result.artifact is not None:
+        _print_passes(list(result.artifact.manifest.passes), False)
+        out.print(f"wrote {result.artifact.path}")
+    else:
+        err.print(f"[red]step {result.steps[-1]['step']} failed validation: the chain stopped, nothing was written "
+                  f"at {output}[/red]")
+    if result.report is not None:
+        _finish_report(result.report, json_path)

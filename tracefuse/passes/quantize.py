@@ -3,11 +3,13 @@
 Modes: `dynamic` (int8 weights, activations quantized at run time: MatMul / Gemm / fused Attention),
 `static` (int8 QDQ with calibration: min-max, percentile or entropy, from generated inputs or a user
 `.npz`), `int4` (weight-only `MatMulNBits`, block size option). The guard validates the quantized
-model against the float one on the validation inputs and, while the worst cosine similarity misses
-the target, keeps the most sensitive nodes in float. Sensitivity is measured, not guessed: each
+model against the float one on the validation inputs and, while the worst cosine similarity (or, with
+a top-1 target, the worst top-1 agreement of the logits outputs) misses the target, keeps the most
+sensitive nodes in float. Sensitivity is measured, not guessed: each
 candidate node is quantized alone and the cosine drop it causes on the first validation case is
-recorded (one quantization per node: the guard's cost); then the smallest set
-of most-sensitive nodes that meets the target is found by bisection.
+recorded (one quantization per node: the guard's cost; the ranking uses the cosine drop even for a
+top-1 target, since one node alone rarely flips an argmax); then the smallest set of most-sensitive
+nodes that meets the target is found by bisection.
 """
 
 from __future__ import annotations
@@ -164,23 +166,42 @@ def worst_cosine(expected: list[dict[str, np.ndarray]], actual: list[dict[str, n
     return min(values) if values else 1.0
 
 
+def logits_outputs(names: Sequence[str]) -> list[str]:
+    """The outputs a top-1 criterion judges: those whose name ends in "logits" (as validation's metrics)."""
+    return [n for n in names if n.endswith("logits")]
+
+
+def worst_top1(expected: list[dict[str, np.ndarray]], actual: list[dict[str, np.ndarray]],
+               names: Sequence[str]) -> float:
+    """The lowest top-1 agreement (share of positions whose argmax over the last axis is the same) over the
+    `names` outputs of every case."""
+    values = [float(np.mean(np.argmax(act[n], axis=-1) == np.argmax(exp[n], axis=-1)))
+              for exp, act in zip(expected, actual, strict=True) for n in names]
+    return min(values) if values else 1.0
+
+
 def quantize(
     model: ir.Model,
     options: QuantizeOptions,
     cases: Cases,
     *,
     target_cosine: float | None = None,
+    target_top1: float | None = None,
     max_excluded: int | None = None,
     threads: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> QuantizeResult:
-    """Quantize `model`; with `target_cosine`, keep the most sensitive nodes in float until it is met.
+    """Quantize `model`; with `target_cosine` (worst cosine of every float output) or `target_top1` (worst
+    top-1 agreement of the logits outputs), keep the most sensitive nodes in float until it is met.
 
-    Stats: mode, the quantized / candidate node counts, the worst cosine (and per-case cosines) of the
-    result against the float model on `cases`, and, when the guard acted, the excluded nodes with the
-    cosine each one alone cost.
+    Stats: mode, the quantized / candidate node counts, the worst cosine (and top-1 agreement when the
+    graph has logits outputs) of the result against the float model on `cases`, and, when the guard
+    acted, the excluded nodes with the cosine each one alone cost.
     """
     check_options(options)
+    if target_cosine is not None and target_top1 is not None:
+        raise PassError("give one accuracy target, not both", found="--target-cosine and --target-top1",
+                        fix="drop one of them")
     say = progress or (lambda _: None)
     common_passes.NameFixPass()(model)  # the quantizer selects and excludes nodes by name
     candidates = quantizable_nodes(model, options)
@@ -189,61 +210,81 @@ def quantize(
                         fix="quantize a graph with MatMul / Gemm layers over constant weights")
     expected = _ort.run_cases(_ort.session(model, threads=threads), cases)
     outputs = list(expected[0])
+    logits = logits_outputs(outputs)
+    if target_top1 is not None and not logits:
+        raise PassError("a top-1 target needs a logits output", found=f"outputs {', '.join(outputs)}",
+                        fix="use --target-cosine, or export a task whose output is logits")
 
-    def evaluate(q: ir.Model, first_only: bool = False) -> float:
+    def evaluate(q: ir.Model, first_only: bool = False) -> dict[str, float]:
         chosen = cases[:1] if first_only else cases
         actual = _ort.run_cases(_ort.session(q, threads=threads), chosen, outputs)
-        return worst_cosine(expected[:len(chosen)], actual)
+        score = {"cosine": worst_cosine(expected[:len(chosen)], actual)}
+        if logits:
+            score["top1"] = worst_top1(expected[:len(chosen)], actual, logits)
+        return score
+
+    def meets(score: dict[str, float]) -> bool:
+        if target_top1 is not None:
+            return score["top1"] >= target_top1
+        return target_cosine is None or score["cosine"] >= target_cosine
 
     say(f"quantizing ({options.mode})")
     quantized = quantize_once(model, options)
-    cosine = evaluate(quantized)
+    score = evaluate(quantized)
     stats: dict[str, Any] = {"mode": options.mode, "per_channel": options.per_channel, "candidates": len(candidates),
-                             "cosine_all_quantized": cosine, "target_cosine": target_cosine, "excluded": []}
+                             "cosine_all_quantized": score["cosine"], "target_cosine": target_cosine, "excluded": []}
+    if logits:
+        stats["top1_all_quantized"] = score["top1"]
+        stats["target_top1"] = target_top1
     if options.mode == "static":
         stats["calibration"] = {"method": options.calibration_method, "samples": len(options.calibration)}
     if options.mode == "int4":
         stats["block_size"] = options.block_size
-    if target_cosine is not None and cosine < target_cosine:
-        say(f"cosine {cosine:.5f} misses {target_cosine}: measuring the sensitivity of {len(candidates)} nodes")
+    if not meets(score):
+        what = f"top-1 {score['top1']:.4f} misses {target_top1}" if target_top1 is not None else \
+            f"cosine {score['cosine']:.5f} misses {target_cosine}"
+        say(f"{what}: measuring the sensitivity of {len(candidates)} nodes")
         sensitivity = {}
         for i, name in enumerate(candidates):
             say(f"sensitivity {i + 1}/{len(candidates)}")
             # Ranking only needs an order: measured on the first case; the bisection uses them all.
-            sensitivity[name] = 1.0 - evaluate(quantize_once(model, options, include=[name]), first_only=True)
+            alone = evaluate(quantize_once(model, options, include=[name]), first_only=True)
+            sensitivity[name] = 1.0 - alone["cosine"]
         ranked = sorted(candidates, key=lambda n: -sensitivity[n])
         limit = len(ranked) if max_excluded is None else min(max_excluded, len(ranked))
-        quantized, cosine, k = _smallest_exclusion(model, options, ranked, limit, target_cosine, evaluate, say,
-                                                   quantized, cosine)
+        quantized, score, k = _smallest_exclusion(model, options, ranked, limit, meets, evaluate, say,
+                                                  quantized, score)
         stats["excluded"] = [{"node": n, "cosine_drop_alone": float(f"{sensitivity[n]:.3g}")} for n in ranked[:k]]
         stats["sensitivity_top"] = {n: float(f"{sensitivity[n]:.3g}") for n in ranked[:10]}
     final = _ort.run_cases(_ort.session(quantized, threads=threads), cases, outputs)
     stats["max_abs"] = max((float(np.abs(f[n].astype(np.float64) - e[n]).max()) for e, f in
                             zip(expected, final, strict=True) for n in e if e[n].size), default=0.0)
     stats["quantized_nodes"] = len(candidates) - len(stats["excluded"])
-    stats["cosine"] = cosine
-    stats["target_met"] = target_cosine is None or cosine >= target_cosine
+    stats["cosine"] = score["cosine"]
+    if logits:
+        stats["top1"] = score["top1"]
+    stats["target_met"] = meets(score)
     return QuantizeResult(quantized, stats)
 
 
-def _smallest_exclusion(model, options, ranked, limit, target, evaluate, say, quantized, cosine):
+def _smallest_exclusion(model, options, ranked, limit, meets, evaluate, say, quantized, score):
     """Bisect the number k of most-sensitive nodes kept in float for the smallest k meeting the target."""
-    cache: dict[int, tuple[ir.Model, float]] = {0: (quantized, cosine)}
+    cache: dict[int, tuple[ir.Model, dict[str, float]]] = {0: (quantized, score)}
 
-    def at(k: int) -> tuple[ir.Model, float]:
+    def at(k: int) -> tuple[ir.Model, dict[str, float]]:
         if k not in cache:
             say(f"keeping {k} node(s) in float")
             q = quantize_once(model, options, exclude=ranked[:k]) if k < len(ranked) else model
             cache[k] = (q, evaluate(q))
         return cache[k]
 
-    if at(limit)[1] < target:
-        logger.warning("keeping %d nodes in float still misses cosine %s", limit, target)
+    if not meets(at(limit)[1]):
+        logger.warning("keeping %d nodes in float still misses the target (%s)", limit, at(limit)[1])
         return (*at(limit), limit)
     lo, hi = 0, limit  # at(lo) misses, at(hi) meets
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        if at(mid)[1] >= target:
+        if meets(at(mid)[1]):
             hi = mid
         else:
             lo = mid

@@ -42,6 +42,27 @@ def judge_by_cosine(report: dict[str, Any], min_cosine: float) -> None:
     report["criterion"] = f"cosine >= {min_cosine}"
 
 
+def judge_by_top1(report: dict[str, Any], min_top1: float, min_cosine: float) -> None:
+    """Re-judge a report (in place) by top-1 agreement: each logits output passes when the share of positions
+    whose argmax matches the reference's is at least `min_top1`; any other output by cosine >= `min_cosine`."""
+    for case in report["cases"]:
+        for output in case["outputs"]:
+            output.pop("reason", None)
+            if output["name"].endswith("logits"):
+                top1 = output.get("top1")
+                output["passed"] = top1 is not None and top1 >= min_top1
+                if not output["passed"]:
+                    output["reason"] = f"top-1 {top1} < {min_top1}" if top1 is not None else "no top-1 was measured"
+            else:
+                cos = output.get("cosine")
+                output["passed"] = cos is not None and cos >= min_cosine
+                if not output["passed"]:
+                    output["reason"] = f"cosine {cos} < {min_cosine}" if cos is not None else "no cosine was measured"
+        case["passed"] = all(o["passed"] for o in case["outputs"])
+    report["passed"] = bool(report["cases"]) and all(c["passed"] for c in report["cases"])
+    report["criterion"] = f"top-1 >= {min_top1} (logits), cosine >= {min_cosine} (other outputs)"
+
+
 def failures(report: dict[str, Any]) -> list[str]:
     """One line per failing output: 'case / output: reason'."""
     return [
