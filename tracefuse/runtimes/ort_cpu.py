@@ -42,7 +42,7 @@ class OrtCpuRunner(Runner):
             options.inter_op_num_threads = 1
         try:
             self._session = ort.InferenceSession(
-                str(self.artifact.graph_path), sess_options=options, providers=list(self.providers)
+                str(self.artifact.graph_path), sess_options=options, providers=self._providers()
             )
         except Exception as exc:  # noqa: BLE001 - ORT raises its own Fail/InvalidGraph types
             raise ArtifactError(
@@ -50,6 +50,10 @@ class OrtCpuRunner(Runner):
                 found=str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__,
                 fix="re-export with an opset this ONNX Runtime supports (--opset), or upgrade onnxruntime",
             ) from exc
+
+    def _providers(self) -> list:
+        """The providers (names, or (name, options) pairs) the session is created with; GPU runners override."""
+        return list(self.providers)
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         names = [o.name for o in self.outputs]
