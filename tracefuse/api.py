@@ -66,12 +66,12 @@ def _encoder_pair(loaded, artifact: Artifact, runtime: str | None, threads: int 
     return open_runner(encoder, runtime, threads=threads).open(), TorchReferenceRunner(wrapper, inputs, outputs)
 
 
-def _reference(loaded, manifest_inputs, manifest_outputs):
+def _reference(loaded, manifest_inputs, manifest_outputs, use_cache: bool = True):
     from tracefuse.exporters.cache_wrapper import make_wrapper
     from tracefuse.runtimes.torch_reference import TorchReferenceRunner
 
     names = tuple(s.name for s in manifest_inputs), tuple(s.name for s in manifest_outputs)
-    wrapper = make_wrapper(loaded.module, *names)
+    wrapper = make_wrapper(loaded.module, *names, use_cache=use_cache)
     return wrapper, TorchReferenceRunner(wrapper, manifest_inputs, manifest_outputs)
 
 
@@ -137,13 +137,15 @@ def export(
     threads: int | None = None,
     progress: Progress = _noop,
     max_memory: int | None = None,
+    use_cache: bool = True,
 ) -> ExportResult:
     """Export `model` (a source string, see tracefuse.exporters.sources) to an artifact directory at `out`.
 
     The artifact is assembled in a staging directory and renamed into place only when complete. With
     `validate`, it is run on ONNX Runtime at the spec's validation shapes (and on `inputs` / `texts`)
     and compared to PyTorch; the summary is stored in the manifest. Memory (capped by `max_memory`
-    bytes) and disk space are checked first (tracefuse.resources).
+    bytes) and disk space are checked first (tracefuse.resources). `use_cache=False` exports a decoder-only
+    model as one plain graph (no past key/values in or out); the manifest records it as export.use_cache.
     """
     from tracefuse.exporters import FORMATS, export_graph
     from tracefuse.exporters.archspec import resolve_spec
@@ -161,7 +163,7 @@ def export(
     loaded = load_source(model, task)
     _refuse_output_over_source(loaded.source, out)
     check_export(loaded.module, out, max_memory=max_memory)
-    spec = resolve_spec(loaded)
+    spec = resolve_spec(loaded, use_cache=use_cache)
     shapes = spec.validation_shapes
     options.setdefault("validation_shapes", [dict(s) for s in shapes])  # fixed-shape formats (tflite) use these
     to_torch = lambda feeds: {k: torch.from_numpy(v) for k, v in feeds.items()}  # noqa: E731
@@ -171,7 +173,7 @@ def export(
         to_torch(generate_inputs(spec.inputs, shapes[0])), shapes[0],
         to_torch(generate_inputs(spec.inputs, shapes[-1])), shapes[-1],
     )
-    wrapper = make_wrapper(loaded.module, spec.input_names, tuple(o.name for o in outputs))
+    wrapper = make_wrapper(loaded.module, spec.input_names, tuple(o.name for o in outputs), use_cache=use_cache)
     example = to_torch(generate_inputs(spec.inputs, spec.trace_shape, seed=1234))
     report = None
     with staged_artifact(out, overwrite=overwrite) as staging:
@@ -182,12 +184,14 @@ def export(
             format=format, graph=graph.files[0], source=loaded.source, task=loaded.task, inputs=graph.inputs,
             outputs=graph.outputs, validation_shapes=tuple(graph.info.get("validation_shapes") or shapes),
             tolerance=dict(spec.tolerance),
-            export={**graph.info, "model_type": loaded.model_type, **extras}, tool_versions=tool_versions(),
+            export={**graph.info, "model_type": loaded.model_type, **extras,
+                    **({} if use_cache else {"use_cache": False})},
+            tool_versions=tool_versions(),
         )
         manifest = finalize(staging, manifest)
         if validate:
             artifact = Artifact(staging, manifest)
-            _, reference = _reference(loaded, manifest.inputs, manifest.outputs)
+            _, reference = _reference(loaded, manifest.inputs, manifest.outputs, use_cache)
             runner = open_runner(artifact, runtime, threads=threads)
             progress(f"validating on {runner.name} against PyTorch")
             with runner:
@@ -239,7 +243,7 @@ def validate(
     recorded = manifest.source.get("config_sha256")
     if reference is None and recorded and loaded.source.get("config_sha256") != recorded:
         notes.append("the reference's config differs from the one the artifact was exported from")
-    _, ref_runner = _reference(loaded, manifest.inputs, manifest.outputs)
+    _, ref_runner = _reference(loaded, manifest.inputs, manifest.outputs, manifest.export.get("use_cache", True))
     runner = open_runner(art, runtime, threads=threads)
     progress(f"validating on {runner.name}")
     with runner:

@@ -133,14 +133,30 @@ def _factory_spec(loaded: LoadedModel) -> ArchSpec:
     return ArchSpec("custom", "custom", tuple(inputs), trace, shapes)
 
 
-def resolve_spec(loaded: LoadedModel) -> ArchSpec:
-    """The ArchSpec for a loaded model: introspected, then the override table applied."""
+def _refuse_no_cache_encoder_decoder(loaded: LoadedModel) -> None:
+    if getattr(loaded.config, "is_encoder_decoder", False):
+        raise ExportError(
+            "use_cache=False (--no-cache) exports decoder-only models as one plain graph; "
+            f"'{loaded.model_type}' is an encoder-decoder, whose decoder graph always carries its KV cache",
+            found=f"model type {loaded.model_type}, task {loaded.task}",
+            fix="export it without --no-cache",
+        )
+
+
+def resolve_spec(loaded: LoadedModel, use_cache: bool = True) -> ArchSpec:
+    """The ArchSpec for a loaded model: introspected, then the override table applied.
+
+    With `use_cache=False` a decoder-only model gets the plain text spec (input_ids, attention_mask; no
+    past key/values) instead of its KV-cache spec; an encoder-decoder is refused.
+    """
     if loaded.example_inputs is not None:
         return _factory_spec(loaded)
     main_input = getattr(loaded.module, "main_input_name", None)
     overrides = {**_OVERRIDES.get((loaded.model_type, None), {}),
                  **_OVERRIDES.get((loaded.model_type, loaded.task), {})}
-    if (decoder := decoder_spec_fields(loaded)) is not None:  # decoders and encoder-decoders with a KV cache
+    if not use_cache:
+        _refuse_no_cache_encoder_decoder(loaded)
+    if use_cache and (decoder := decoder_spec_fields(loaded)) is not None:  # decoders, encoder-decoders: KV cache
         spec = ArchSpec(loaded.model_type, loaded.task, **decoder)
     elif main_input == "input_ids":
         spec = ArchSpec(loaded.model_type, loaded.task, _text_inputs(loaded), TEXT_TRACE, TEXT_SHAPES)

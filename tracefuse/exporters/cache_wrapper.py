@@ -8,6 +8,7 @@ reference during validation, so the reference and the graph see exactly the same
 
 from __future__ import annotations
 
+import inspect
 import logging
 from typing import Any
 
@@ -72,11 +73,19 @@ class CacheWrapper(torch.nn.Module):
         return tuple(results[name] for name in self.output_names)
 
 
-def make_wrapper(model: torch.nn.Module, input_names: tuple[str, ...], output_names: tuple[str, ...] = ()):
-    """The wrapper that fits the graph inputs: CacheWrapper when they hold past key/values, else FlatWrapper."""
+def no_cache_kwargs(model: torch.nn.Module) -> dict[str, Any]:
+    """`{"use_cache": False}` when the model's forward takes `use_cache`, else {}: a graph without past
+    key/values must not build (and trace) a cache it never returns."""
+    return {"use_cache": False} if "use_cache" in inspect.signature(model.forward).parameters else {}
+
+
+def make_wrapper(model: torch.nn.Module, input_names: tuple[str, ...], output_names: tuple[str, ...] = (),
+                 use_cache: bool = True):
+    """The wrapper that fits the graph inputs: CacheWrapper when they hold past key/values, else FlatWrapper
+    (called with use_cache=False when `use_cache` is False: a decoder exported with --no-cache)."""
     if has_cache_inputs(input_names):
         return CacheWrapper(model, input_names, output_names)
-    return FlatWrapper(model, input_names, output_names)
+    return FlatWrapper(model, input_names, output_names, None if use_cache else no_cache_kwargs(model))
 
 
 @torch.no_grad()

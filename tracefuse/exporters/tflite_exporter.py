@@ -126,7 +126,8 @@ def export_tflite_graph(wrapper, example, inputs, outputs, dest: Path, options: 
         raise ExportError(
             "the tflite format does not support graphs with a KV cache yet",
             found=f"{sum(s.name.startswith('past_key_values.') for s in inputs)} past_key_values inputs",
-            fix="export this decoder to --format onnx, pt2 or torchscript",
+            fix="export it with --no-cache (one plain graph, no past key/values), or to --format onnx, pt2 "
+                "or torchscript",
         )
     axes = axis_names(inputs)
     shapes = options.get("shapes") or options.get("validation_shapes")

@@ -25,17 +25,23 @@ def _named_tensors(output: Any) -> list[tuple[str, torch.Tensor]]:
 
 
 class FlatWrapper(torch.nn.Module):
-    """Calls `model(**dict(zip(input_names, args)))` and returns the named outputs as a tuple."""
+    """Calls `model(**dict(zip(input_names, args)), **call_kwargs)` and returns the named outputs as a tuple.
 
-    def __init__(self, model: torch.nn.Module, input_names: tuple[str, ...], output_names: tuple[str, ...] = ()):
+    `call_kwargs` holds constant keyword arguments, such as `use_cache=False` for a decoder exported without
+    its KV cache.
+    """
+
+    def __init__(self, model: torch.nn.Module, input_names: tuple[str, ...], output_names: tuple[str, ...] = (),
+                 call_kwargs: dict[str, Any] | None = None):
         super().__init__()
         self.model = model
         self.input_names = tuple(input_names)
         self.output_names = tuple(output_names)
+        self.call_kwargs = dict(call_kwargs or {})
 
     def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Run the model on positional tensors; return the selected outputs."""
-        named = dict(_named_tensors(self.model(**dict(zip(self.input_names, args)))))
+        named = dict(_named_tensors(self.model(**dict(zip(self.input_names, args)), **self.call_kwargs)))
         return tuple(named[name] for name in self.output_names)
 
 
