@@ -138,6 +138,7 @@ def export(
     progress: Progress = _noop,
     max_memory: int | None = None,
     use_cache: bool = True,
+    with_preprocessor: bool = False,
 ) -> ExportResult:
     """Export `model` (a source string, see tracefuse.exporters.sources) to an artifact directory at `out`.
 
@@ -146,6 +147,8 @@ def export(
     and compared to PyTorch; the summary is stored in the manifest. Memory (capped by `max_memory`
     bytes) and disk space are checked first (tracefuse.resources). `use_cache=False` exports a decoder-only
     model as one plain graph (no past key/values in or out); the manifest records it as export.use_cache.
+    `with_preprocessor` bundles the source's tokenizer / processor files into `preprocessor/` (hashed, listed
+    in the manifest's `preprocessor`; see tracefuse.exporters.preprocessor).
     """
     from tracefuse.exporters import FORMATS, export_graph
     from tracefuse.exporters.archspec import resolve_spec
@@ -163,6 +166,11 @@ def export(
     loaded = load_source(model, task)
     _refuse_output_over_source(loaded.source, out)
     check_export(loaded.module, out, max_memory=max_memory)
+    pre = None
+    if with_preprocessor:  # before the (slow) export, so a source without one fails at once
+        from tracefuse.exporters.preprocessor import load_preprocessor
+
+        pre = load_preprocessor(loaded)
     spec = resolve_spec(loaded, use_cache=use_cache)
     shapes = spec.validation_shapes
     options.setdefault("validation_shapes", [dict(s) for s in shapes])  # fixed-shape formats (tflite) use these
@@ -180,13 +188,18 @@ def export(
         progress(f"exporting to {format}")
         graph = export_graph(format, wrapper, example, spec.inputs, outputs, staging, options)
         extras = export_extras(loaded, spec, staging, format, options)  # encoder graph, generation token ids
+        if pre is not None:
+            from tracefuse.exporters.preprocessor import save_preprocessor
+
+            progress(f"bundling the {pre.kind}")
+            bundled = save_preprocessor(pre, staging)
         manifest = Manifest(
             format=format, graph=graph.files[0], source=loaded.source, task=loaded.task, inputs=graph.inputs,
             outputs=graph.outputs, validation_shapes=tuple(graph.info.get("validation_shapes") or shapes),
             tolerance=dict(spec.tolerance),
             export={**graph.info, "model_type": loaded.model_type, **extras,
                     **({} if use_cache else {"use_cache": False})},
-            tool_versions=tool_versions(),
+            tool_versions=tool_versions(), preprocessor=bundled if pre is not None else None,
         )
         manifest = finalize(staging, manifest)
         if validate:
@@ -214,8 +227,12 @@ def validate(
     threads: int | None = None,
     progress: Progress = _noop,
     tolerance: dict[str, float] | None = None,
+    runtime_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Validate an artifact on `runtime` against PyTorch; returns the report (never raises on a mismatch).
+
+    `runtime_options` go to the GPU runners (tracefuse.runtimes.gpu_config); a runner that may run fp16
+    kernels raises the tolerance to its `tolerance_floor`.
 
     The reference defaults to the source recorded in the manifest; `tolerance` (atol/rtol) overrides the
     manifest's.
@@ -244,11 +261,11 @@ def validate(
     if reference is None and recorded and loaded.source.get("config_sha256") != recorded:
         notes.append("the reference's config differs from the one the artifact was exported from")
     _, ref_runner = _reference(loaded, manifest.inputs, manifest.outputs, manifest.export.get("use_cache", True))
-    runner = open_runner(art, runtime, threads=threads)
+    runner = open_runner(art, runtime, threads=threads, options=runtime_options)
     progress(f"validating on {runner.name}")
     with runner:
         report = validate_runner(runner, ref_runner, _cases(manifest, inputs, texts, loaded.checkpoint_dir),
-                                 {**manifest.tolerance, **(tolerance or {})})
+                                 _floor({**manifest.tolerance, **(tolerance or {})}, runner))
         add_step_cases(report, runner, ref_runner, _encoder_pair(loaded, art, runtime, threads))
     report["artifact"] = str(Path(artifact).absolute())
     report["reference_source"] = str(source)
@@ -257,23 +274,31 @@ def validate(
     return report
 
 
+def _floor(tolerance: dict[str, float], runner: Runner) -> dict[str, float]:
+    """`tolerance`, raised to the runner's floor (fp16 GPU engines: tracefuse.runtimes.gpu_config)."""
+    floor = getattr(runner, "tolerance_floor", None) or {}
+    return {**tolerance, **{k: max(float(tolerance.get(k, 0.0)), v) for k, v in floor.items()}}
+
+
 def load(artifact: str | os.PathLike[str], *, runtime: str | None = None, verify: bool = True,
-         threads: int | None = None, trust_unverified: bool = False) -> Runner:
+         threads: int | None = None, trust_unverified: bool = False,
+         runtime_options: dict[str, Any] | None = None) -> Runner:
     """Open an artifact on a runtime; hashes are verified unless `verify=False`. Returns an opened Runner.
 
     A graph with no manifest loads only as tracefuse.trust allows (ONNX: with a warning; formats whose
     loading executes code: only with `trust_unverified=True`). See docs/security.md.
     """
     art = load_artifact(artifact, verify=verify, trust_unverified=trust_unverified)
-    return open_runner(art, runtime, threads=threads).open()
+    return open_runner(art, runtime, threads=threads, options=runtime_options).open()
 
 
 def run(artifact: str | os.PathLike[str], inputs: str | os.PathLike[str], output: str | os.PathLike[str], *,
         runtime: str | None = None, threads: int | None = None, verify: bool = True,
-        trust_unverified: bool = False) -> dict[str, np.ndarray]:
+        trust_unverified: bool = False, runtime_options: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
     """Run an artifact on the arrays of an `.npz`, and write the outputs to another `.npz` atomically."""
     feeds = load_npz(inputs)
-    with load(artifact, runtime=runtime, threads=threads, verify=verify, trust_unverified=trust_unverified) as runner:
+    with load(artifact, runtime=runtime, threads=threads, verify=verify, trust_unverified=trust_unverified,
+              runtime_options=runtime_options) as runner:
         result = runner.infer(feeds)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
