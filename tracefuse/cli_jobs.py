@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Annotated, Any
@@ -47,13 +48,24 @@ def ci(
     html: Annotated[Path | None, typer.Option("--html", help="Write a self-contained HTML report here.")] = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the JSON report (the source of "
                                                    "truth) here.")] = None,
+    executor: Annotated[str, typer.Option("--executor", help="Where cells run: 'local' (processes on this "
+                                          "machine) or 'ray' (Ray tasks; needs pip install 'tracefuse[ray]').")
+                        ] = "local",
+    address: Annotated[str | None, typer.Option("--address", help="With --executor ray: the cluster to use "
+                                                "(e.g. ray://head:10001); default: a running local cluster or a "
+                                                "new local instance.")] = None,
+    cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="The export cache (default: the recipe's "
+                                                   "ci.cache_dir). With --executor ray on a cluster it must be on "
+                                                   "storage every worker sees at the same path.")] = None,
 ) -> None:
     """Run every cell of a recipe (models × formats × presets × runtimes), each in its own process.
 
     Exports are cached by model weights/config, tracefuse and tool versions and options, so unchanged
     cells are not re-exported. Exit 0 when every cell passes, 1 when one fails, 2 for a bad recipe.
     Example: tracefuse ci --recipe tracefuse.toml --jobs 2 --junit ci.xml --html ci.html
+    On a Ray cluster: tracefuse ci --executor ray --address ray://head:10001 --cache-dir /shared/tf-cache
     """
+    from tracefuse.jobs.executors import make_executor
     from tracefuse.jobs.matrix import run_recipe
     from tracefuse.jobs.recipe import load_recipe
     from tracefuse.validation.report import write_json
@@ -62,7 +74,10 @@ def ci(
 
     with _errors():
         parsed = load_recipe(recipe)
-        report = run_recipe(parsed, jobs=jobs, on_done=_cell_done)
+        if cache_dir is not None:
+            parsed = dataclasses.replace(parsed, cache_dir=cache_dir)
+        runner = make_executor(executor, address=address)
+        report = run_recipe(parsed, jobs=jobs, on_done=_cell_done, executor=runner)
     out.print(_summary_table(report))
     for path, writer in ((json_path, write_json), (junit, write_junit), (html, write_html)):
         if path is not None:

@@ -123,10 +123,9 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the cell process: SPEC.json in, RESULT.json out; always exits 0 once the result is written."""
-    argv = sys.argv[1:] if argv is None else argv
-    spec = json.loads(Path(argv[0]).read_text())
+def run_cell_safely(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run one cell in this process, which is the cell's own (a forked child, a fresh interpreter or a Ray
+    worker): set its thread count, and turn any exception into the cell's `error` result instead of raising."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     import warnings
 
@@ -136,12 +135,19 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(int(spec["threads"]))
     try:
-        result = run_cell(spec)
+        return run_cell(spec)
     except TracefuseError as exc:
-        result = {"status": "error", "message": str(exc), "failures": []}
+        return {"status": "error", "message": str(exc), "failures": []}
     except Exception as exc:  # noqa: BLE001 - a cell's crash is that cell's failure, reported with its trace
-        result = {"status": "error", "message": f"{type(exc).__name__}: {exc}", "failures": [],
-                  "traceback": traceback.format_exc()[-4000:]}
+        return {"status": "error", "message": f"{type(exc).__name__}: {exc}", "failures": [],
+                "traceback": traceback.format_exc()[-4000:]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the cell process: SPEC.json in, RESULT.json out; always exits 0 once the result is written."""
+    argv = sys.argv[1:] if argv is None else argv
+    spec = json.loads(Path(argv[0]).read_text())
+    result = run_cell_safely(spec)
     tmp = Path(argv[1]).with_suffix(".tmp")
     tmp.write_text(json.dumps(result, default=str))
     os.replace(tmp, argv[1])

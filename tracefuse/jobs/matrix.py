@@ -203,9 +203,14 @@ def build_report(recipe: Recipe, results: list[dict[str, Any]], skipped: list[di
 
 
 def run_recipe(recipe: Recipe, *, jobs: int | None = None, runner: Runner = run_cell_forked,
-               on_done: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Expand and run a recipe with the local executor; returns the CI JSON report."""
+               on_done: Callable[[dict[str, Any]], None] | None = None, executor: Any = None) -> dict[str, Any]:
+    """Expand and run a recipe; returns the CI JSON report.
+
+    `executor` is a `tracefuse.jobs.executors` executor (default: the local one with `runner`)."""
     from tracefuse.jobs.cache import ExportCache
+    from tracefuse.jobs.executors import LocalExecutor
+
+    executor = executor or LocalExecutor(runner)
 
     started = time.time()
     jobs = jobs or recipe.jobs
@@ -214,6 +219,9 @@ def run_recipe(recipe: Recipe, *, jobs: int | None = None, runner: Runner = run_
     before = len(cache.events())
     recipe.work_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="run-", dir=recipe.work_dir))
-    logger.info("running %d cells (%d skipped) with %d jobs in %s", len(cells), len(skipped), jobs, work)
-    results = run_local(cells, work, jobs=jobs, runner=runner, on_done=on_done)
-    return build_report(recipe, results, skipped, started, cache.events()[before:])
+    logger.info("running %d cells (%d skipped) with %d jobs on the %s executor in %s", len(cells), len(skipped),
+                jobs, executor.name, work)
+    results = executor.run(cells, work, jobs=jobs, on_done=on_done)
+    report = build_report(recipe, results, skipped, started, cache.events()[before:])
+    report["executor"] = executor.name
+    return report
