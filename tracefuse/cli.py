@@ -186,6 +186,8 @@ def validate(
     text_file: TextFileOpt = None,
     threads: ThreadsOpt = None,
     json_path: JsonOpt = None,
+    runtime_option: Annotated[list[str] | None, typer.Option("--runtime-option", "-R", help="A GPU runtime option "
+                              "KEY=VALUE (repeatable), e.g. allow_fallback=1, fp16=1; see docs/gpu.md.")] = None,
 ) -> None:
     """Run ARTIFACT and the PyTorch reference on the same inputs and compare every output.
 
@@ -193,12 +195,14 @@ def validate(
     Example: tracefuse validate out/bert --json report.json
     """
     from tracefuse import api
+    from tracefuse.cli_gpu import parse_runtime_options
 
     with _errors():
         texts = _texts(text, text_file)
         with _progress() as progress:
             report = api.validate(artifact, reference=reference, runtime=runtime, inputs=inputs, texts=texts,
-                                  threads=threads, progress=progress)
+                                  threads=threads, progress=progress,
+                                  runtime_options=parse_runtime_options(runtime_option))
         _finish_report(report, json_path)
 
 
@@ -298,6 +302,11 @@ app.command("generate")(cli_generate.generate)
 from tracefuse import cli_tflite  # noqa: E402  (quantize-tflite command)
 
 app.command("quantize-tflite")(cli_tflite.quantize_tflite)
+
+from tracefuse import cli_gpu  # noqa: E402  (compile and bench commands: GPU runtimes)
+
+app.command("compile")(cli_gpu.compile_cmd)
+app.command("bench")(cli_gpu.bench)
 
 
 def entrypoint() -> None:
