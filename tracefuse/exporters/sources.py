@@ -87,6 +87,8 @@ def _load_tiny(model_type: str, task: str | None) -> LoadedModel:
     config = tiny_config(model_type)
     task_name = task or "feature-extraction"
     cls = tasks_mod.auto_class(tasks_mod.get_task(task_name), model_type)
+    if not config.architectures:  # the Auto class picks by it where a task has several classes (deit)
+        config.architectures = [tasks_mod.default_architecture(tasks_mod.get_task(task_name), model_type)]
     torch.manual_seed(TINY_SEED)
     try:
         model = cls.from_config(config)

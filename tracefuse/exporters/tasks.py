@@ -81,10 +81,7 @@ def infer_task(model_type: str, architectures: list[str] | None) -> str:
     return "feature-extraction"
 
 
-def auto_class(task: Task, model_type: str):
-    """The Transformers Auto class for the task, after checking it covers `model_type`."""
-    import transformers
-
+def _resolve(task: Task, model_type: str) -> Task:
     fallback = TASKS.get(_FALLBACK.get(task.name, ""))
     if not supports(task, model_type) and fallback is not None and supports(fallback, model_type):
         logger.info("%s has no %s class for %s; using %s", model_type, task.auto_class, task.name, fallback.auto_class)
@@ -95,4 +92,18 @@ def auto_class(task: Task, model_type: str):
             f"model type '{model_type}' has no Transformers class for task '{task.name}'",
             fix=f"use one of the tasks it supports: {', '.join(have) or 'none'}",
         )
-    return getattr(transformers, task.auto_class)
+    return task
+
+
+def auto_class(task: Task, model_type: str):
+    """The Transformers Auto class for the task, after checking it covers `model_type`."""
+    import transformers
+
+    return getattr(transformers, _resolve(task, model_type).auto_class)
+
+
+def default_architecture(task: Task, model_type: str) -> str:
+    """The model class name the task builds for `model_type`: the first when Transformers lists several
+    (deit, levit: with and without a distillation head), which `from_config` cannot choose by itself."""
+    classes = _mapping(_resolve(task, model_type))[model_type]
+    return classes[0] if isinstance(classes, (list, tuple)) else classes

@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from tracefuse.errors import SourceError
+from tracefuse.exporters.tiny_stages import stage_kwargs, sub_config_kwargs
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ _SCALARS: dict[str, int] = {
     "vocab_size": VOCAB,
     "embedding_size": 16,
     "image_size": IMAGE,
-    "patch_size": 8,
+    "projection_dim": HIDDEN,
 }
 
 
@@ -49,10 +50,9 @@ def tiny_config_kwargs(config: Any) -> dict[str, Any]:
     start = getattr(config, "decoder_start_token_id", None)
     if isinstance(start, int) and "vocab_size" in kwargs and start >= VOCAB:
         kwargs["decoder_start_token_id"] = VOCAB - 2  # it is embedded at the first decoder step
-    for key in ("hidden_sizes", "depths"):
-        value = getattr(config, key, None)
-        if isinstance(value, (list, tuple)) and value:
-            kwargs[key] = [16, 32] if key == "hidden_sizes" else [1, 1]
+    # per-stage lists, tied widths, window/patch caps, nested configs (tiny_stages explains the rules)
+    kwargs.update(stage_kwargs(config, kwargs.get("hidden_size", HIDDEN)))
+    kwargs.update(sub_config_kwargs(config, tiny_config_kwargs))
     return kwargs
 
 

@@ -1,0 +1,139 @@
+"""The parts of the tiny shrink that keep a config's internal relations: per-stage lists, tied widths, sub-configs.
+
+Hierarchical vision models (swin, segformer, levit, poolformer, convnext…) describe their stages with lists
+(`depths`, `hidden_sizes`, `num_heads`, `strides`, `sr_ratios`…) whose lengths must agree; speech models list
+their feature extractor's convolutions (`conv_dim`, `conv_stride`); multimodal and detection models nest whole
+configs (`text_config`, `vision_config`, `backbone_config`). These rules shrink all of them by what the fields
+mean, read from their names and values, never from the model type:
+
+- the number of stages (the length of `depths`) is cut to two, and every list of that length (or of one less:
+  the transitions between stages) is cut with it, as are stage-count scalars (`num_stages`, `num_layers`…);
+- depth lists become 1 per stage; head lists become 2, 4, … (never more than before); width lists are all
+  scaled by one common factor (so `in_channels[i+1] == out_channels[i]` still holds) to a multiple of 8, which
+  every stage's head count divides;
+- scalars that equaled the hidden width (`embedding_size` in squeezebert, `pooler_output_size`) follow it;
+- window and patch sizes are capped, not raised, so the small image still covers every stage's window;
+- nested configs are shrunk with the same rules; a timm backbone is replaced by the config's own
+  Transformers default backbone (so no timm is needed, and it is shrunk too).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+STAGES = 2
+FIRST_WIDTH = 16
+HIDDEN_FIELDS = ("hidden_size", "d_model", "n_embd", "dim")
+# Lists whose entries are stage sizes (the layout of the output), not structure (kernels, strides).
+_WIDTH_WORDS = ("hidden_size", "hidden_dim", "embed_dim", "channels", "conv_dim", "tdnn_dim", "dims", "key_dim")
+_NOT_STAGES = ("out_indices", "out_features", "stage_names", "id2label", "label2id")
+_STAGE_COUNTS = ("num_stages", "num_encoder_blocks", "num_layers")
+# Capped, never raised: a patch of 2 (mobilevit) or a window of 7 over a 4x4 grid must stay valid.
+_CAPS = {"window_size": 4, "patch_size": 8}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number_list(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) and bool(value) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+
+
+def _fields(config: Any) -> dict[str, Any]:
+    return {k: v for k, v in vars(config).items() if not k.startswith("_")}
+
+
+def _is_width(name: str) -> bool:
+    return any(word in name for word in _WIDTH_WORDS) and "kernel" not in name and "stride" not in name
+
+
+def _round8(value: float) -> int:
+    return max(8, int(round(value / 8)) * 8)
+
+
+def stage_kwargs(config: Any, hidden: int) -> dict[str, Any]:
+    """Shrunk values for the config's list-valued sizes, stage counts, tied widths and capped window/patch
+    sizes; `hidden` is the hidden width the scalar shrink chose."""
+    fields = _fields(config)
+    kwargs: dict[str, Any] = {}
+    depths = fields.get("depths")
+    stages = len(depths) if _number_list(depths) else None
+    keep = min(stages, STAGES) if stages else None
+    lists = {k: list(v) for k, v in fields.items() if _number_list(v) and k not in _NOT_STAGES}
+    if stages and keep < stages:
+        for name, value in list(lists.items()):
+            if len(value) in (stages, stages - 1):
+                lists[name] = value[: keep - (stages - len(value))]
+        for name, value in fields.items():  # transitions between stages given as lists of lists (levit down_ops)
+            if isinstance(value, list) and len(value) == stages - 1 and all(isinstance(v, list) for v in value):
+                kwargs[name] = value[: keep - 1]
+        for name in _STAGE_COUNTS:
+            if fields.get(name) == stages:
+                kwargs[name] = keep
+    widths = {k: v for k, v in lists.items() if _is_width(k) and all(_is_int(x) and x > 0 for x in v)}
+    anchor = min((v[0] for v in widths.values()), default=0)
+    scale = FIRST_WIDTH / anchor if anchor > FIRST_WIDTH else 1.0
+    for name, value in lists.items():
+        if name in widths:
+            value = [_round8(v * scale) for v in value] if scale < 1 else value
+        elif "depth" in name or "repeats" in name:
+            value = [1 for _ in value]
+        elif "head" in name and all(_is_int(v) for v in value):
+            value = [min(v, 2 ** (i + 1)) for i, v in enumerate(value)]
+        if value != list(fields[name]):
+            kwargs[name] = value
+    old_hidden = next((fields[k] for k in HIDDEN_FIELDS if _is_int(fields.get(k))), None)
+    for name, value in fields.items():
+        if (_is_int(value) and value == old_hidden and name not in HIDDEN_FIELDS and name not in kwargs
+                and ("size" in name or "dim" in name)):
+            kwargs[name] = hidden  # tied to the hidden width (squeezebert's embedding_size, pooler_output_size)
+        elif isinstance(value, float) and name.endswith("_coefficient") and value > 1:
+            kwargs[name] = 1.0  # width/depth multipliers (efficientnet) would re-grow what was shrunk
+        elif name == "embed_dim" and _is_int(value) and stages:
+            kwargs[name] = FIRST_WIDTH  # the first stage's width (swin)
+    for name, cap in _CAPS.items():
+        if _is_int(fields.get(name)):
+            kwargs[name] = min(fields[name], cap)
+    return kwargs
+
+
+def _native_default(config: Any, name: str) -> Any | None:
+    """The Transformers config a timm backbone falls back to: the class's declared default for that field."""
+    spec = getattr(type(config), "sub_configs_defaults", {}).get(name)
+    if spec is None or not getattr(spec, "model_type", None):
+        return None
+    from transformers import AutoConfig
+
+    init = {k: v for k, v in (getattr(spec, "init_kwargs", None) or {}).items() if k not in _NOT_STAGES}
+    return AutoConfig.for_model(spec.model_type, **init)
+
+
+def sub_config_kwargs(config: Any, shrink: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
+    """Nested configs (text_config, vision_config, backbone_config…) shrunk with `shrink`, as dicts to pass."""
+    from transformers import PretrainedConfig
+
+    kwargs: dict[str, Any] = {}
+    for name, value in _fields(config).items():
+        if not isinstance(value, PretrainedConfig):
+            continue
+        if value.model_type == "timm_backbone":
+            native = _native_default(config, name)
+            if native is None:
+                continue
+            logger.debug("tiny: %s is a timm backbone; using its Transformers default %s", name, native.model_type)
+            value = native
+            if "use_timm_backbone" in _fields(config):
+                kwargs["use_timm_backbone"] = False
+        changes = shrink(value)
+        if changes or value is not getattr(config, name):
+            full = value.to_dict()
+            if "depths" in changes:  # let the backbone re-derive its stage names and outputs for the new depth
+                full = {k: v for k, v in full.items() if k not in _NOT_STAGES}
+            kwargs[name] = {**full, **changes}
+    return kwargs
