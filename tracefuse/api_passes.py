@@ -120,6 +120,7 @@ def optimize(
     *,
     preset: str | None = None,
     passes: Sequence[str] | None = None,
+    target: str = "ort",
     check: bool = False,
     explain: bool = False,
     validate: bool = True,
@@ -136,15 +137,17 @@ def optimize(
     With `check`, ONNX Runtime runs after every pass on the validation inputs and the first pass that
     moves the outputs past the manifest's tolerance raises PassCheckFailed (exit code 1) naming it; no
     artifact is written then. With `explain`, each fusion's stats say why unfused blocks did not match.
+    `target` "standard" turns a pass list's fusions into their standard-op variants (opset-23 Attention,
+    RMSNormalization; no com.microsoft ops); the standard and tensorrt presets are standard already.
     `chain` is set by `api_chain.export_chain` (the steps before this one, recorded in the manifest).
     """
     from tracefuse.graphs.onnx_file import load_onnx
-    from tracefuse.passes.manager import Pipeline, preset_passes
+    from tracefuse.passes.manager import Pipeline, for_target, preset_passes
 
     if (preset is None) == (not passes):
         raise TracefuseError("give exactly one of a preset or a pass list",
                              fix="use --preset cpu|cuda|tensorrt|standard, or --passes a,b,c")
-    names = list(preset_passes(preset)) if preset else list(passes or ())
+    names = list(preset_passes(preset)) if preset else for_target(list(passes or ()), target)
     pipeline = Pipeline.from_names(names)
     progress(f"loading artifact {artifact}")
     art = _onnx_artifact(artifact)

@@ -62,6 +62,9 @@ def optimize(
     preset: Annotated[str | None, typer.Option("--preset", help="cpu, cuda, tensorrt or standard.")] = None,
     passes: Annotated[str | None, typer.Option("--passes", help="Comma-separated pass names, e.g. "
                                                "cleanup,fuse-norm,fuse-gelu,fuse-attention.")] = None,
+    target: Annotated[str, typer.Option("--target", help="With --passes: ort (ONNX Runtime com.microsoft ops) or "
+                                        "standard (fuse-attention / fuse-norm write the opset-23 Attention / "
+                                        "RMSNormalization ops; the graph moves to opset 23 when needed).")] = "ort",
     check: Annotated[bool, typer.Option("--check", help="Run ONNX Runtime after every pass and name the first "
                                         "pass that moves the outputs past the tolerance.")] = False,
     explain: Annotated[bool, typer.Option("--explain", help="Say why each unfused block did not match.")] = False,
@@ -85,7 +88,7 @@ def optimize(
         try:
             with _progress() as progress:
                 result = run(artifact, output, preset=preset, passes=passes.split(",") if passes else None,
-                             check=check, explain=explain, validate=not no_validate, overwrite=overwrite,
+                             target=target, check=check, explain=explain, validate=not no_validate, overwrite=overwrite,
                              inputs=inputs, texts=texts, threads=threads, progress=progress)
         except PassCheckFailed as exc:
             _print_passes(exc.steps, explain)

@@ -74,6 +74,22 @@ def rms_norm() -> ir.Model:
     return _model(nodes, ["x"], "y", inits)
 
 
+def rms_norm_div() -> ir.Model:
+    """Decomposed RMSNorm as the TorchScript exporter writes torch.rsqrt: x * Div(1, sqrt(mean(x²) + eps)) * w."""
+    nodes = [
+        helper.make_node("Pow", ["x", "two"], ["x2"]),
+        helper.make_node("ReduceMean", ["x2", "axes"], ["ms"], keepdims=1),
+        helper.make_node("Add", ["ms", "eps"], ["mse"]),
+        helper.make_node("Sqrt", ["mse"], ["rms"]),
+        helper.make_node("Div", ["one", "rms"], ["inv"]),
+        helper.make_node("Mul", ["x", "inv"], ["n"]),
+        helper.make_node("Mul", ["gamma", "n"], ["y"]),
+    ]
+    inits = [numpy_helper.from_array(np.array([-1], dtype=np.int64), "axes"), _const("two", 2.0),
+             _const("eps", 1e-6), _const("one", 1.0), _const("gamma", RNG.standard_normal(HIDDEN))]
+    return _model(nodes, ["x"], "y", inits)
+
+
 def erf_gelu(bias: bool = False) -> ir.Model:
     """Exact GELU, 0.5·x·(1 + erf(x/√2)), optionally of x + bias."""
     nodes, src = [], "x"

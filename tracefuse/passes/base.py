@@ -105,7 +105,7 @@ def available_passes() -> dict[str, str]:
 
 def _load_builtin_passes() -> None:
     # The built-in passes register themselves on import; importing here keeps the registry lazy.
-    from tracefuse.passes import cleanup, fusions, precision  # noqa: F401
+    from tracefuse.passes import cleanup, fusions, precision, standard  # noqa: F401
 
 
 def count_ops(model: ir.Model, *op_types: str) -> int:

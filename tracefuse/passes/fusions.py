@@ -1,4 +1,5 @@
-"""Fusion passes on onnxscript's rewriter: `fuse-attention`, `fuse-norm`, `fuse-norm-standard`, `fuse-gelu`.
+"""Fusion passes on onnxscript's rewriter: `fuse-attention`, `fuse-norm`, `fuse-gelu`, `fuse-matmul` (ONNX
+Runtime's com.microsoft ops; the standard-op variants are in `standard.py`).
 
 Each pass is a list of stages (onnxscript rule sets, applied in order) plus two counters: how many
 candidate blocks the graph holds before the pass (`found`) and how many fused ops it holds after
@@ -247,12 +248,10 @@ ATTENTION_STAGES = (
 )
 NORM_STAGES = (
     Stage("layer_norm", _ort("rules.fusion._layer_norm", "layer_normalization_ruleset")),
+    Stage("one_over", lambda: _tracefuse_rules().reciprocal_rules()),
     Stage("rms_norm", _ort("ort_fusions.rms_normalization", "rms_normalization_ruleset")),
     Stage("skip_layer_norm", _ort("ort_fusions.skip_normalization", "skip_layer_normalization_ruleset")),
     Stage("skip_rms_norm", _ort("ort_fusions.skip_normalization", "skip_rms_normalization_ruleset")),
-)
-STANDARD_NORM_STAGES = (
-    Stage("layer_norm", _ort("rules.fusion._layer_norm", "layer_normalization_ruleset")),
 )
 MATMUL_STAGES = (
     Stage("fused_matmul", lambda: _ort("ort_fusions.fused_matmul_rule_sets", "fused_matmul_rule_sets")()()),
@@ -272,9 +271,6 @@ register_pass("fuse-norm", lambda: FusionPass("fuse-norm", "norm", NORM_STAGES, 
                                               prepare=True),
               "LayerNorm / RMSNorm (with the residual Add) to LayerNormalization, SkipLayerNormalization, "
               "SimplifiedLayerNormalization, SkipSimplifiedLayerNormalization")
-register_pass("fuse-norm-standard", lambda: FusionPass("fuse-norm-standard", "norm", STANDARD_NORM_STAGES,
-                                                       norm_candidates, NORM_OPS, prepare=True),
-              "decomposed LayerNorm to the standard LayerNormalization op (no com.microsoft ops)")
 register_pass("fuse-matmul", lambda: FusionPass("fuse-matmul", "matmul", MATMUL_STAGES, matmul_candidates,
                                                 ("FusedMatMul",)),
               "Transpose / scale around a MatMul into ONNX Runtime FusedMatMul (transA/transB/alpha)")

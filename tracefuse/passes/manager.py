@@ -26,9 +26,31 @@ Cases = Sequence[tuple[str, Mapping[str, np.ndarray]]]
 PRESETS: dict[str, tuple[str, ...]] = {
     "cpu": ("cleanup", "fuse-norm", "fuse-gelu", "fuse-attention"),
     "cuda": ("cleanup", "fuse-norm", "fuse-gelu", "fuse-attention"),
-    "tensorrt": ("cleanup", "fuse-norm-standard"),
-    "standard": ("cleanup", "fuse-norm-standard"),
+    # TensorRT's parser: standard ops, the opset left as exported.
+    "tensorrt": ("cleanup", "fuse-layer-norm"),
+    # Standard ONNX only: opset-23 Attention / RMSNormalization (the graph is converted to opset 23 when needed).
+    "standard": ("cleanup", "fuse-norm-standard", "fuse-attention-standard"),
 }
+
+# `--target standard` turns the ONNX Runtime fusions of a pass list into their standard-op variants.
+STANDARD_VARIANTS = {"fuse-attention": "fuse-attention-standard", "fuse-norm": "fuse-norm-standard"}
+TARGETS = ("ort", "standard")
+
+
+def for_target(names: Sequence[str], target: str) -> list[str]:
+    """The pass names for a target runtime: unchanged for `ort`; for `standard`, the standard-op variant of
+    each fusion, and a PassError for a pass that only writes com.microsoft ops."""
+    if target not in TARGETS:
+        raise PassError(f"unknown target '{target}'", fix=f"use one of: {', '.join(TARGETS)}")
+    if target == "ort":
+        return list(names)
+    out = []
+    for name in (n.strip() for n in names):
+        if name in ("fuse-gelu", "fuse-matmul"):
+            raise PassError(f"pass '{name}' writes ONNX Runtime com.microsoft ops, which a standard target refuses",
+                            fix="drop it from --passes, or use --target ort")
+        out.append(STANDARD_VARIANTS.get(name, name))
+    return out
 
 
 def preset_passes(preset: str) -> tuple[str, ...]:

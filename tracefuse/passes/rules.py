@@ -73,3 +73,76 @@ class _WhereScalarBranch(pattern.RewriteRuleClassBase):
 def scalar_where_rules() -> pattern.RewriteRuleSet:
     """Both branches of Where: [1] constants to scalars."""
     return pattern.RewriteRuleSet([_WhereScalarBranch.rule(1), _WhereScalarBranch.rule(2)])
+
+
+class SdpaToOnnxAttention(pattern.RewriteRuleClassBase):
+    """onnxscript's intermediate `SDPA` op (what its sdpa rules make of softmax(Q·Kᵀ·scale + mask)·V) to the
+    standard opset-23 `Attention` op, for targets that want no com.microsoft ops.
+
+    Q, K, V are 4-D (batch, heads, sequence, head size); a key in (batch, sequence, heads, head size) is
+    transposed first. ONNX Runtime's Attention needs the mask's second-to-last dim to be the query
+    length, so a mask broadcast over it (Transformers' `[B, 1, 1, S]` padding mask) is expanded.
+    """
+
+    def pattern(self, op, query, key, value, key_format):
+        """Any SDPA, with or without a mask."""
+        return op.SDPA(query, key, value, key_format=key_format, _allow_other_inputs=True,
+                       _outputs=["sdpa_output"], _domain="ai.onnxruntime._fusion")
+
+    def check(self, context, query, key, value, key_format, sdpa_output, **_) -> pattern.MatchResult:
+        """Q and V are 4-D and the key layout is one of the two the SDPA rules write."""
+        result = pattern.MatchResult()
+        for name, v in (("query", query), ("value", value)):
+            if v.shape is not None and len(v.shape) != 4:
+                return result.fail(f"the {name} is not 4-D (batch, heads, sequence, head size)", v)
+        if key_format.value not in ("BHSd", "BSHd"):
+            return result.fail(f"unexpected key_format {key_format.value}", key)
+        return result
+
+    def rewrite(self, op, query, key, value, key_format, sdpa_output):
+        """Attention(Q, K, V, mask) with the SDPA's scale (None: 1/√head size, Attention's default too)."""
+        node = sdpa_output.producer()
+        scale = node.attributes.get("scale", None)
+        if key_format.value == "BSHd":
+            key = op.Transpose(key, perm=[0, 2, 1, 3])
+        inputs = [query, key, value]
+        if len(node.inputs) > 3 and node.inputs[3] is not None:
+            one = op.Constant(value_ints=[1])
+            query_length = op.Shape(query, start=2, end=3)
+            inputs.append(op.Expand(node.inputs[3], op.Concat(one, one, query_length, one, axis=0)))
+        kwargs = {"scale": scale.as_float()} if scale is not None else {}
+        return op.Attention(*inputs, **kwargs)
+
+
+def sdpa_to_onnx_attention_rules() -> pattern.RewriteRuleSet:
+    """The SDPA → standard Attention rule."""
+    return pattern.RewriteRuleSet([SdpaToOnnxAttention.rule()])
+
+
+class DivOneToReciprocal(pattern.RewriteRuleClassBase):
+    """`Div(1, x)` to `Reciprocal(x)`: the TorchScript exporter writes `torch.rsqrt` in an RMSNorm as
+    `Div(1, Sqrt(...))`, where onnxscript's RMSNorm rules look for `Reciprocal(Sqrt(...))`. Exact: both
+    compute 1/x."""
+
+    def pattern(self, op, one, x):
+        """Div with a constant numerator."""
+        return op.Div(one, x)
+
+    def check(self, context, one, x, **_) -> pattern.MatchResult:
+        """The numerator is a scalar (or one-element) constant equal to 1, and broadcasting keeps x's shape."""
+        result = pattern.MatchResult()
+        tensor = ir.convenience.get_const_tensor(one)
+        if tensor is None or tensor.size != 1 or float(tensor.numpy().reshape(())) != 1.0:
+            return result.fail("the numerator is not the constant 1", one)
+        if len(tensor.shape) > 0 and (x.shape is None or len(x.shape) < len(tensor.shape)):
+            return result.fail("a [1]-shaped numerator could change the rank of the result", x)
+        return result
+
+    def rewrite(self, op, one, x):
+        """Reciprocal(x)."""
+        return op.Reciprocal(x)
+
+
+def reciprocal_rules() -> pattern.RewriteRuleSet:
+    """Div(1, x) → Reciprocal(x)."""
+    return pattern.RewriteRuleSet([DivOneToReciprocal.rule()])
