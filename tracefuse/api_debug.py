@@ -49,13 +49,14 @@ def reference_source(manifest: Manifest, reference: str | None) -> str:
 
 
 def _check_modules(wrapper: Any, values: list, source: str) -> None:
-    """Refuse a reference that has none of the modules the graph was exported from (the wrong model)."""
+    """Refuse a reference that lacks most of the modules the graph was exported from (the wrong model)."""
     names = {name for name, _ in wrapper.named_modules(remove_duplicate=False)}
     missing = [mv.module for mv in values if mv.module not in names]
-    if len(missing) == len(values):
+    if len(missing) * 2 > len(values):
         raise TracefuseError(
-            f"the reference {source} has none of the modules this graph was exported from",
-            found=f"graph modules such as {', '.join(missing[:3])}",
+            f"the reference {source} lacks {len(missing)} of the {len(values)} modules this graph was exported "
+            "from: it is another model",
+            found=f"no {', '.join(missing[:3])} in the reference",
             fix="pass the model this artifact was exported from as --reference")
 
 
