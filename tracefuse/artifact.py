@@ -91,6 +91,7 @@ class Manifest:
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     validation: dict[str, Any] | None = None
     format_version: int = FORMAT_VERSION
+    preprocessor: dict[str, Any] | None = None  # the bundled tokenizer/processor files (--with-preprocessor)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form written to manifest.json."""
@@ -132,7 +133,8 @@ class Manifest:
             for s in shapes
         ):
             raise ArtifactError(f"{where}: 'validation_shapes' must be a list of axis→size maps")
-        optional = {"tolerance": dict, "export": dict, "tool_versions": dict, "passes": list, "validation": dict}
+        optional = {"tolerance": dict, "export": dict, "tool_versions": dict, "passes": list, "validation": dict,
+                    "preprocessor": dict}
         for key, kind in optional.items():
             if data.get(key) is not None and not isinstance(data[key], kind):
                 raise ArtifactError(f"{where}: key '{key}' must be a {kind.__name__}", found=repr(data[key])[:80],
@@ -157,6 +159,7 @@ class Manifest:
             files=files,
             validation=data.get("validation"),
             format_version=version,
+            preprocessor=data.get("preprocessor"),
         )
 
 
@@ -326,6 +329,10 @@ def _load_checked(root: Path, verify: bool) -> Artifact:
     safe_member(root, manifest.graph)
     if manifest.graph not in manifest.files:
         raise ArtifactError(f"the manifest at {root} does not list its graph file '{manifest.graph}'")
+    unhashed = [n for n in (manifest.preprocessor or {}).get("files", []) if n not in manifest.files]
+    if unhashed:  # a bundled tokenizer is verified like the graph; one without a hash is not trusted
+        raise ArtifactError(f"the manifest at {root} lists preprocessor files without a sha256",
+                            found=", ".join(map(str, unhashed[:5])), fix="re-export it with --with-preprocessor")
     for name, entry in manifest.files.items():
         member = safe_member(root, name)
         if not member.is_file():
