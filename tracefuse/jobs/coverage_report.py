@@ -1,0 +1,128 @@
+"""The coverage report: counts computed from the rows, failures grouped by reason class, JSON and Markdown."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from tracefuse import __version__
+
+# (class, pattern on "stage | reason"), first match wins. A class is a kind of fix, not a model.
+REASON_CLASSES: tuple[tuple[str, str], ...] = (
+    ("timeout or crash", r"^unknown \|"),
+    ("config rejects the shrink", r"^config \|"),
+    ("optional package missing", r"requires the .* librar|No module named|pip install|is not installed|"
+     r"requires? (timm|natten|pillow|PIL|torchvision|detectron)"),
+    ("mixture of experts: grouped_mm", r"grouped_mm"),
+    ("mrope / rotary sections", r"mrope|rope_section|rotary"),
+    ("inputs it cannot build", r"main input|required positional argument|must specify|You have to specify|"
+     r"image tokens|grid_thw|bbox|visual_feats|pixel_values|input_features|input_values|should be provided|"
+     r"cannot generate inputs|are required|Image features"),
+    ("dynamo stride / reshape error", r"stride|view size is not compatible"),
+    ("dynamic shape guards", r"Constraints violated|specializ|guard|Dim\.|dynamic_shapes|symbolic|SymInt|"
+     r"data-dependent|GuardOnDataDependent"),
+    ("op without ONNX conversion", r"No ONNX function|Unsupported|not supported|unsupported"),
+    ("numerical mismatch", r"^validate \|.*(max_abs|exceeds|tolerance|cosine)"),
+    ("shape mismatch", r"shape"),
+    ("model construction", r"^build \|"),
+    ("forward error", r"^forward \|"),
+    ("export error", r"^export \|"),
+    ("validation error", r"^validate \|"),
+)
+
+
+def reason_class(row: dict[str, Any]) -> str | None:
+    """The class of a row's failure (None for a validated row)."""
+    if row.get("status") == "validated":
+        return None
+    text = f"{row.get('stage') or 'unknown'} | {row.get('reason') or ''}"
+    for name, pattern in REASON_CLASSES:
+        if re.search(pattern, text):
+            return name
+    return "other"
+
+
+def build_report(rows: list[dict[str, Any]], *, duration_s: float | None = None,
+                 jobs: int | None = None) -> dict[str, Any]:
+    """The coverage JSON: summary counts (from the rows), failure classes with counts, and the rows."""
+    from transformers import __version__ as transformers_version
+    from transformers.models.auto import modeling_auto
+
+    with_automodel = set(modeling_auto.MODEL_MAPPING_NAMES)
+    rows = [{**r, "reason_class": reason_class(r)} for r in rows]
+    classes: dict[str, list[str]] = {}
+    for r in rows:
+        if r["reason_class"]:
+            classes.setdefault(r["reason_class"], []).append(r["model_type"])
+    validated = [r for r in rows if r["status"] == "validated"]
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return {
+        "kind": "tracefuse-coverage", "tracefuse_version": __version__, "transformers_version": transformers_version,
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "duration_s": None if duration_s is None else round(duration_s, 1), "jobs": jobs,
+        "load_average": None if load is None else [round(x, 2) for x in load],
+        "summary": {
+            "model_types": len(rows),
+            "exported": sum(bool(r.get("exported")) for r in rows),
+            "validated": len(validated),
+            "failed": len(rows) - len(validated),
+            "with_automodel": sum(r["model_type"] in with_automodel for r in rows),
+            "validated_with_automodel": sum(r["model_type"] in with_automodel for r in validated),
+            "by_exporter": {e: sum(r.get("exporter") == e for r in validated)
+                            for e in sorted({str(r.get("exporter")) for r in validated})},
+        },
+        "failure_classes": sorted(({"class": k, "count": len(v), "model_types": v} for k, v in classes.items()),
+                                  key=lambda c: (-c["count"], c["class"])),
+        "rows": rows,
+    }
+
+
+def _cell(text: Any) -> str:
+    return str(text if text is not None else "").replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(report: dict[str, Any]) -> str:
+    """The Markdown view: the count at the top, failure classes with counts, then one row per model type."""
+    s = report["summary"]
+    lines = [
+        "# Coverage: every Transformers model type as `tiny:<type>`", "",
+        f"**{s['validated']} of {s['model_types']} model types export to ONNX and validate at fp32 at two shapes** "
+        f"({s['validated_with_automodel']} of the {s['with_automodel']} with an `AutoModel` class); "
+        f"{s['exported']} exported. By exporter: "
+        + ", ".join(f"{k} {v}" for k, v in s["by_exporter"].items()) + ".", "",
+        f"transformers {report['transformers_version']}, tracefuse {report['tracefuse_version']}, "
+        f"created {report['created']}"
+        + (f", {report['duration_s'] / 60:.1f} min with --jobs {report['jobs']}" if report.get("duration_s") else "")
+        + (f", load average {' '.join(str(x) for x in report['load_average'])}" if report.get("load_average") else "")
+        + ". Regenerate with `tracefuse coverage --jobs 2 --json coverage.json --markdown docs/coverage.md`.", "",
+        "Each model type is built from its default config shrunk by `tiny:` (seeded random weights), for its main "
+        "task (feature-extraction when it has an `AutoModel` class), exported with torch.onnx dynamo (TorchScript "
+        "exporter when dynamo fails) and compared with PyTorch on ONNX Runtime CPU at the two validation shapes "
+        "of its ArchSpec. A reason is the first line of the exception that stopped it.", "",
+        "## Failures by class", "", "| class | count | model types |", "|---|---:|---|",
+    ]
+    for c in report["failure_classes"]:
+        lines.append(f"| {_cell(c['class'])} | {c['count']} | {_cell(', '.join(c['model_types']))} |")
+    lines += ["", "## Every model type", "", "| model type | task | result | exporter | stage | reason |",
+              "|---|---|---|---|---|---|"]
+    for r in report["rows"]:
+        result = {"validated": "validated", "mismatch": "exported, mismatch"}.get(r["status"], r["status"])
+        lines.append(f"| {_cell(r['model_type'])} | {_cell(r['task'])} | {result} | {_cell(r.get('exporter') or '-')} "
+                     f"| {_cell(r.get('stage') if r['status'] != 'validated' else '')} | {_cell(r.get('reason'))} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: dict[str, Any], json_path: Path | None, md_path: Path | None) -> None:
+    """Write the JSON and/or Markdown views (each atomically)."""
+    for path, text in ((json_path, lambda: json.dumps(report, indent=1, default=str)),
+                       (md_path, lambda: to_markdown(report))):
+        if path is not None:
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_text(text())
+            os.replace(tmp, path)
