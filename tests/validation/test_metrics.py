@@ -142,3 +142,10 @@ def test_fp16_output_against_fp32_reference():
     a = e.astype(np.float16)  # fp16 rounding: ~1e-4 relative
     assert compare("x", a, e, atol=1e-6, rtol=0.0)["passed"] is False
     assert compare("x", a, e, atol=1e-3, rtol=0.0)["passed"] is True
+
+
+def test_sqnr_in_decibels():
+    e = np.ones(100)
+    assert compare("x", e + 0.1, e, atol=1.0, rtol=0.0)["sqnr_db"] == pytest.approx(20.0)  # 100 / 1 -> 20 dB
+    assert compare("x", e + 0.01, e, atol=1.0, rtol=0.0)["sqnr_db"] == pytest.approx(40.0)
+    assert compare("x", e, e, atol=1.0, rtol=0.0)["sqnr_db"] is None  # identical: no noise to measure

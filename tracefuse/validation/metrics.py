@@ -10,8 +10,9 @@ import numpy as np
 def compare(name: str, actual: np.ndarray, expected: np.ndarray, atol: float, rtol: float) -> dict[str, Any]:
     """Metrics of one output and whether it is within `|a - e| <= atol + rtol * |e|` everywhere.
 
-    Returns max_abs, max_rel, mean_abs, cosine, and top1 (argmax agreement over the last axis) for
-    outputs whose name ends in "logits".
+    Returns max_abs, max_rel, mean_abs, cosine, sqnr_db (signal-to-quantization-noise ratio,
+    10·log10(Σe² / Σ(a-e)²); None when the outputs are identical), and top1 (argmax agreement over the
+    last axis) for outputs whose name ends in "logits".
     """
     result: dict[str, Any] = {
         "name": name, "shape": list(expected.shape), "dtype": str(expected.dtype),
@@ -34,6 +35,8 @@ def compare(name: str, actual: np.ndarray, expected: np.ndarray, atol: float, rt
     result["max_rel"] = float((diff / np.maximum(ref, atol)).max()) if diff.size else 0.0
     na, ne = np.linalg.norm(a[finite]), np.linalg.norm(e[finite])
     result["cosine"] = float(np.dot(a[finite], e[finite]) / (na * ne)) if na > 0 and ne > 0 else float(na == ne)
+    noise = float(np.sum(diff**2))
+    result["sqnr_db"] = float(10 * np.log10(float(np.sum(e[finite] ** 2)) / noise)) if noise > 0 and ne > 0 else None
     if name.endswith("logits") and e.ndim >= 1 and e.shape[-1] > 1:
         result["top1"] = float(np.mean(np.argmax(a, axis=-1) == np.argmax(e, axis=-1)))
     over = diff > atol + rtol * ref
