@@ -41,9 +41,7 @@ class RecipeFile(pytest.File):
     def collect(self) -> Iterator[pytest.Item]:
         """Expand the recipe with the same code as `tracefuse ci`."""
         from tracefuse.jobs.matrix import expand
-        from tracefuse.jobs.recipe import load_recipe
-
-        from tracefuse.jobs.recipe import key_line
+        from tracefuse.jobs.recipe import key_line, load_recipe
 
         recipe = load_recipe(self.path)
         cells, skipped = expand(recipe, jobs=1)
