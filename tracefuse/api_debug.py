@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -113,10 +114,24 @@ def debug(
     return {"artifact": str(Path(artifact).absolute()), "reference_source": source, "case": case, **report}
 
 
+def _reexport(manifest: Manifest, reference: str | None, out: Path, progress: Progress) -> Path:
+    """Export the reference again as the manifest records it (exporter, opset, task), unvalidated."""
+    from tracefuse import api
+
+    source = reference_source(manifest, reference)
+    progress(f"re-exporting {source} to recover the graph the passes were applied to")
+    kwargs = {} if manifest.export.get("use_cache", True) else {"use_cache": False}
+    api.export(source, out, task=None if manifest.task == "custom" else manifest.task,
+               opset=manifest.export.get("opset"), exporter=manifest.export.get("exporter", "dynamo"),
+               validate=False, **kwargs)
+    return out
+
+
 def bisect_passes(
     artifact: str | os.PathLike[str],
-    base: str | os.PathLike[str] | None,
+    base: str | os.PathLike[str] | None = None,
     *,
+    reference: str | None = None,
     inputs: str | os.PathLike[str] | None = None,
     tolerance: dict[str, float] | None = None,
     threads: int | None = None,
@@ -124,31 +139,40 @@ def bisect_passes(
 ) -> dict[str, Any]:
     """Re-run the passes recorded in `artifact`'s manifest on `base` (the artifact they were applied to) with
     the pipeline's check mode: ONNX Runtime after every pass, compared to the unoptimized graph within the
-    base's tolerance (or `tolerance`). Returns {"passes", "failed_pass", "steps", "skipped", "notes"}.
+    base's tolerance (or `tolerance`). Without `base`, the reference (`reference`, else the manifest's
+    source) is exported again as the manifest records; a re-export whose graph differs from the recorded
+    one is noted, not refused. Returns {"passes", "failed_pass", "steps", "skipped", "notes", "base"}.
     """
+    art = _onnx(artifact)
+    if not art.manifest.passes:
+        raise TracefuseError(f"{artifact} records no passes: it was not produced by tracefuse optimize",
+                             fix="give --bisect-passes the artifact that `tracefuse optimize` wrote")
+    if base is not None:
+        return _bisect(art, _onnx(base), inputs, tolerance, threads, progress, [])
+    with tempfile.TemporaryDirectory(prefix="tracefuse-debug-") as tmp:
+        base_art = _onnx(_reexport(art.manifest, reference, Path(tmp) / "base", progress))
+        result = _bisect(art, base_art, inputs, tolerance, threads, progress, ["no --base given: the passes were "
+                         "re-run on a fresh export of the reference"])
+        result["base"] = None
+        return result
+
+
+def _bisect(art: Artifact, base_art: Artifact, inputs, tolerance: dict[str, float] | None, threads: int | None,
+            progress: Progress, notes: list[str]) -> dict[str, Any]:
     from tracefuse.api_passes import _check_cases, _graph_sha
     from tracefuse.graphs.onnx_file import load_onnx
     from tracefuse.passes.base import available_passes
     from tracefuse.passes.manager import Pipeline
 
-    art = _onnx(artifact)
     entries = list(art.manifest.passes)
-    if not entries:
-        raise TracefuseError(f"{artifact} records no passes: it was not produced by tracefuse optimize",
-                             fix="give --bisect-passes the artifact that `tracefuse optimize` wrote")
-    if base is None:
-        raise TracefuseError(
-            "--bisect-passes re-runs the passes on the graph they were applied to, and the optimized artifact "
-            "holds only the rewritten graph",
-            fix="give --base ART, the artifact `tracefuse optimize` read (e.g. the output of tracefuse export)")
-    base_art = _onnx(base)
-    notes = []
     recorded = entries[0].get("input_graph_sha256")
     if recorded and recorded != _graph_sha(base_art):
-        raise TracefuseError(
-            f"{base} is not the artifact the passes were applied to",
-            found=f"its graph sha256 {_graph_sha(base_art)[:12]}…, the manifest records {str(recorded)[:12]}…",
-            fix="give --base the exact artifact `tracefuse optimize` read")
+        found = f"its graph sha256 {_graph_sha(base_art)[:12]}…, the manifest records {str(recorded)[:12]}…"
+        if not notes:  # a --base given by the user: the wrong artifact
+            raise TracefuseError(f"{base_art.path} is not the artifact the passes were applied to", found=found,
+                                 fix="give --base the exact artifact `tracefuse optimize` read")
+        notes.append(f"the re-export differs from the graph the passes were applied to ({found}); other tool "
+                     "versions may export another graph: give --base for an exact bisection")
     known = available_passes()
     names = [e["name"] for e in entries if e.get("name") in known]
     skipped = [e.get("name") for e in entries if e.get("name") not in known]
@@ -165,4 +189,4 @@ def bisect_passes(
                                             raise_on_failure=False, threads=threads, progress=progress)
     steps = [{"name": s["name"], **({"check": s["check"]} if "check" in s else {})} for s in result.steps]
     return {"passes": names, "failed_pass": result.failed_pass, "steps": steps, "skipped": skipped, "notes": notes,
-            "base": str(Path(base).absolute())}
+            "base": str(base_art.path)}

@@ -69,10 +69,10 @@ def debug(
                                        "deep (e.g. 3: encoder.layer.1); the first divergent one is always "
                                        "shown; 0 shows all.")] = 0,
     bisect: Annotated[bool, typer.Option("--bisect-passes", help="Also re-run the passes the manifest records "
-                                         "on --base with a check after each, and name the first that breaks "
-                                         "tolerance.")] = False,
+                                         "with a check after each, and name the first that breaks tolerance.")]
+    = False,
     base: Annotated[Path | None, typer.Option("--base", help="With --bisect-passes: the artifact `tracefuse "
-                                              "optimize` read.")] = None,
+                                              "optimize` read (default: export the reference again).")] = None,
     threads: ThreadsOpt = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the per-module results (and the pass "
                                                    "bisection) as JSON here.")] = None,
@@ -92,8 +92,10 @@ def debug(
             raise TracefuseError("--base is only read by --bisect-passes", fix="add --bisect-passes, or drop --base")
         tolerance = {k: v for k, v in {"atol": atol, "rtol": rtol}.items() if v is not None}
         with _progress() as progress:
-            bisected = (api_debug.bisect_passes(artifact, base, inputs=inputs, tolerance=tolerance, threads=threads,
-                                                progress=progress) if bisect else None)
+            bisected = None
+            if bisect:
+                bisected = api_debug.bisect_passes(artifact, base, reference=reference, inputs=inputs,
+                                                   tolerance=tolerance, threads=threads, progress=progress)
             report = api_debug.debug(artifact, reference=reference, inputs=inputs, tolerance=tolerance,
                                      chunk=chunk, threads=threads, progress=progress)
         if bisected is not None:
