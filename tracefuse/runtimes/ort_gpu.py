@@ -57,6 +57,11 @@ class OrtGpuRunner(OrtCpuRunner):
     def _open(self) -> None:
         import onnxruntime as ort
 
+        if self.provider in ort.get_available_providers() and hasattr(ort, "preload_dlls"):
+            try:  # CUDA / cuDNN from the nvidia-* wheels (torch's), so the provider does not fail to load them
+                ort.preload_dlls()
+            except Exception as exc:  # noqa: BLE001 - best effort; the provider check below reports a failure
+                logger.info("onnxruntime.preload_dlls failed: %s", exc)
         super()._open()
         active = self._session.get_providers()
         self.on_asked_provider = check_providers(self.provider, active, allow_fallback=self.options.allow_fallback,
