@@ -8,7 +8,7 @@ TORCH := torch==2.13.0
 # The CPU torch wheel lies on this machine's disk (/opt/wheels); elsewhere pip takes the CPU index.
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,--extra-index-url https://download.pytorch.org/whl/cpu)
 
-.PHONY: demo test venv lint clean
+.PHONY: demo test venv lint clean gpu-test
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,20 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+
+# make gpu-test, on a machine with an NVIDIA GPU only: puts a CUDA build of torch, onnxruntime-gpu (replacing
+# onnxruntime: both provide the onnxruntime module) and tensorrt into the venv, then runs the gpu-marked tests
+# and benchmarks/bench_gpu.py (which exits 1 when an issue-8 target is missed). See docs/gpu.md.
+gpu-test: $(STAMP)
+	@command -v nvidia-smi >/dev/null && nvidia-smi -L || { echo "make gpu-test needs an NVIDIA GPU (no nvidia-smi);" \
+		"it would replace onnxruntime with onnxruntime-gpu in $(VENV)"; exit 2; }
+	$(PY) -c "import sys, torch; sys.exit(0 if torch.version.cuda else 1)" || \
+		PIP_FIND_LINKS= $(PIP) install -q --force-reinstall "$(TORCH)"
+	$(PIP) uninstall -q -y onnxruntime onnxruntime-gpu || true
+	$(PIP) install -q "onnxruntime-gpu>=1.22" "tensorrt>=10"
+	$(PY) -m pytest -m gpu $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no gpu tests: failing"; exit 1; fi; exit $$rc
+	mkdir -p build && $(PY) benchmarks/bench_gpu.py --json build/bench-gpu.json
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check tracefuse tests benchmarks
