@@ -99,11 +99,18 @@ def optimize(
             _finish_report(result.report, json_path)
 
 
+def _is_tflite(artifact: Path) -> bool:
+    from tracefuse.artifact import read_manifest
+
+    return (artifact / "manifest.json").is_file() and read_manifest(artifact).format == "tflite"
+
+
 def quantize(
     artifact: ArtifactArg,
     output: OutputOpt,
     mode: Annotated[str, typer.Option("--mode", help="dynamic (int8), static (int8 QDQ, calibrated) or int4 "
-                                      "(weight-only MatMulNBits).")] = "dynamic",
+                                      "(weight-only MatMulNBits); TFLite artifacts: dynamic, weight-only, fp16, "
+                                      "static or static-a16 (see quantize-tflite).")] = "dynamic",
     calibration: Annotated[Path | None, typer.Option("--calibration", help="An .npz of named inputs to calibrate "
                                                      "static mode on (default: generated inputs).")] = None,
     method: Annotated[str, typer.Option("--calibration-method", help="minmax, percentile or entropy.")] = "minmax",
@@ -132,6 +139,12 @@ def quantize(
 
     with _errors():
         texts = _texts(text, text_file)
+        if _is_tflite(artifact):  # edge quantization with ai-edge-quantizer recipes (tracefuse.cli_tflite)
+            from tracefuse.cli_tflite import run_edge_quantize
+
+            return run_edge_quantize(artifact, output, mode=mode, min_cosine=target_cosine or 0.99,
+                                     validate=not no_validate, overwrite=overwrite, threads=threads,
+                                     json_path=json_path, calibration=calibration, inputs=inputs, texts=texts)
         with _progress() as progress:
             result = run(artifact, output, mode=mode, calibration=calibration, calibration_method=method,
                          per_channel=per_channel, block_size=block_size, target_cosine=target_cosine,
