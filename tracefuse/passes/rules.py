@@ -146,3 +146,42 @@ class DivOneToReciprocal(pattern.RewriteRuleClassBase):
 def reciprocal_rules() -> pattern.RewriteRuleSet:
     """Div(1, x) → Reciprocal(x)."""
     return pattern.RewriteRuleSet([DivOneToReciprocal.rule()])
+
+
+class ScoreBiasMask(pattern.RewriteRuleClassBase):
+    """`Softmax((scores + position_bias) + mask)` to `Softmax(scores + (position_bias + mask))`: MPNet (and
+    T5-style relative attention) adds a relative-position bias and then the padding mask to the scaled
+    scores, where onnxscript's SDPA rule takes one additive mask. Re-associating the two Adds (the sum
+    differs by rounding only) gives it one mask: their sum."""
+
+    def pattern(self, op, scores, bias, mask):
+        """Two Adds on the attention scores, the outer one consumed by a Softmax (checked)."""
+        return op.Add(op.Add(scores, bias), mask, _outputs=["summed"])
+
+    def check(self, context, scores, bias, mask, summed, **_) -> pattern.MatchResult:
+        """The scores come from Q·Kᵀ (a MatMul, maybe scaled), the sum feeds only a Softmax, and the bias and
+        mask are neither of them computed from the scores."""
+        result = pattern.MatchResult()
+        producer = scores.producer()
+        if producer is None or producer.op_type not in ("MatMul", "Div", "Mul"):
+            return result.fail("the first operand is not attention scores (MatMul, or a scaled MatMul)", scores)
+        if producer.op_type != "MatMul":
+            inner = producer.inputs[0].producer() if producer.inputs[0] is not None else None
+            if inner is None or inner.op_type != "MatMul":
+                return result.fail("the scaled scores do not come from a MatMul", scores)
+        uses = list(summed.uses())
+        if len(uses) != 1 or uses[0][0].op_type != "Softmax":
+            return result.fail("the sum does not feed a Softmax alone", summed)
+        for name, v in (("bias", bias), ("mask", mask)):
+            if v.shape is None or len(v.shape) != 4:
+                return result.fail(f"the {name} is not 4-D", v)
+        return result
+
+    def rewrite(self, op, scores, bias, mask, **_):
+        """One additive mask: bias + mask."""
+        return op.Add(scores, op.Add(bias, mask))
+
+
+def score_bias_mask_rules() -> pattern.RewriteRuleSet:
+    """The re-association of a position bias and a mask added to attention scores."""
+    return pattern.RewriteRuleSet([ScoreBiasMask.rule()])

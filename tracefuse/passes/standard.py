@@ -96,6 +96,7 @@ class OpsetFusionPass(FusionPass):
 _SDPA = Stage("sdpa", _ort("ort_fusions.sdpa", "sdpa_rules"), shape_inference=True)
 ATTENTION_STAGES = (
     Stage("scalar_where", lambda: _tracefuse_rules().scalar_where_rules()),
+    Stage("score_bias_mask", lambda: _tracefuse_rules().score_bias_mask_rules()),
     _SDPA,
     Stage("onnx_attention", lambda: _tracefuse_rules().sdpa_to_onnx_attention_rules()),
 )
