@@ -40,8 +40,9 @@ class ModuleValue:
     depth: int
 
 
-def node_scopes(node: ir.Node) -> list[str] | None:
-    """The module paths a node was traced in, outermost first (the root `''` dropped); None without metadata."""
+def node_scopes(node: ir.Node) -> tuple[list[str], str] | None:
+    """The module paths a node was traced in, outermost first (the root `''` dropped), and the name of the
+    FX node it computes; None for a node without module metadata."""
     props = node.metadata_props
     raw = props.get(NAME_SCOPES)
     if raw:
@@ -49,15 +50,15 @@ def node_scopes(node: ir.Node) -> list[str] | None:
             scopes = ast.literal_eval(raw)
         except (ValueError, SyntaxError):
             scopes = None
-        if isinstance(scopes, list) and scopes and scopes[0] == "":
-            return [str(s) for s in scopes[1:-1]]  # the last entry is the FX node's own name
+        if isinstance(scopes, list) and len(scopes) >= 2 and scopes[0] == "":
+            return [str(s) for s in scopes[1:-1]], str(scopes[-1])  # the last entry is the FX node's own name
         if isinstance(scopes, list):
             return None  # nodes from export-time hooks, outside any module
     raw = props.get(NAMESPACE)
     if raw:
         parts = [p.split(": ", 1)[0] for p in raw.split("/")]
-        if parts and parts[0] == "":
-            return [p for p in parts[1:-1] if p]
+        if len(parts) >= 2 and parts[0] == "":
+            return [p for p in parts[1:-1] if p], parts[-1]
     return None
 
 
@@ -73,29 +74,35 @@ def module_values(model: ir.Model) -> list[ModuleValue]:
     on a tie, as a module ends after the modules it calls).
 
     A module's output is the float value, produced by the last node inside its scope, that is read by a
-    node outside the scope or is a graph output. Modules with no such value (they only compute shapes or
-    masks, or were folded away) are left out. Nodes without module metadata (added by passes) belong to no
-    module.
+    node outside the scope or is a graph output. It must be a whole FX value: the exporter names the ONNX
+    value that completes an FX node after it (`linear_4`), and a value still named `val_…` is a part of
+    one (a MatMul whose bias Add a fusion took into the next node), which would not match PyTorch. Modules
+    whose output is not a whole FX value (fused away, or only computing shapes and masks) are left out.
+    Nodes without module metadata (added by passes) belong to no module.
     """
     nodes = list(model.graph)
-    scopes_of = {id(n): node_scopes(n) for n in nodes}
+    scoped = {id(n): node_scopes(n) for n in nodes}
     members: dict[str, set[int]] = {}
     for node in nodes:
-        for scope in scopes_of[id(node)] or ():
+        for scope in (scoped[id(node)] or ((), ""))[0]:
             members.setdefault(scope, set()).add(id(node))
     graph_outputs = {id(v) for v in model.graph.outputs}
-    found: dict[str, tuple[int, str]] = {}
+    found: dict[str, tuple[int, str, bool]] = {}
     for order, node in enumerate(nodes):
-        for scope in scopes_of[id(node)] or ():
+        scopes, fx_name = scoped[id(node)] or ((), "")
+        for scope in scopes:
             inside = members[scope]
             for value in node.outputs:
                 if value.dtype not in _FLOAT_TYPES or not value.name:
                     continue
-                leaves = id(value) in graph_outputs or any(id(user) not in inside for user, _ in value.uses())
-                if leaves:
-                    found[scope] = (order, value.name)
+                is_output = id(value) in graph_outputs
+                if is_output or any(id(user) not in inside for user, _ in value.uses()):
+                    found[scope] = (order, value.name, is_output or value.name == fx_name)
     result = []
-    for scope, (order, value) in found.items():
+    for scope, (order, value, whole) in found.items():
+        if not whole:
+            logger.info("module %s: its output %s is part of a fused computation; left out", scope, value)
+            continue
         name, call = _split_call(scope)
         result.append(ModuleValue(name, call, value, order, scope.count(".") + 1))
     result.sort(key=lambda m: (m.order, -m.depth))
