@@ -14,8 +14,11 @@ import ast
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import onnx_ir as ir
+
+from tracefuse.graphs.onnx_file import save_onnx
 
 logger = logging.getLogger(__name__)
 
@@ -109,9 +112,11 @@ def module_values(model: ir.Model) -> list[ModuleValue]:
     return result
 
 
-def with_outputs(model: ir.Model, value_names: Sequence[str]) -> bytes:
-    """A serialized copy of `model` whose graph outputs also include the named values; `model` itself is
-    restored before returning (its outputs list is the only thing touched, and only for the duration).
+def with_outputs(model: ir.Model, value_names: Sequence[str], path: str | Path | None = None) -> bytes | str:
+    """A copy of `model` whose graph outputs also include the named values: serialized bytes, or, with
+    `path`, a file written there (weights in `<name>.data` beside it when they would not fit in one
+    protobuf; see save_onnx) whose path is returned. `model` itself is restored before returning: its
+    outputs list is the only thing touched, and only for the duration.
 
     Raises KeyError for a name that is not a value produced by a node of the top-level graph.
     """
@@ -123,6 +128,9 @@ def with_outputs(model: ir.Model, value_names: Sequence[str]) -> bytes:
     present = {v.name for v in original}
     try:
         model.graph.outputs.extend(by_name[n] for n in dict.fromkeys(value_names) if n not in present)
+        if path is not None:
+            save_onnx(model, path)
+            return str(path)
         return ir.serde.serialize_model(model).SerializeToString()
     finally:
         model.graph.outputs.clear()

@@ -13,9 +13,10 @@ from tracefuse.errors import ArtifactError
 logger = logging.getLogger(__name__)
 
 
-def run_values(model: bytes, feeds: Mapping[str, np.ndarray], names: Sequence[str], *,
+def run_values(model: bytes | str, feeds: Mapping[str, np.ndarray], names: Sequence[str], *,
                threads: int | None = None) -> dict[str, np.ndarray]:
-    """Build a CPU session for the serialized model, run it once on `feeds`, return the named values.
+    """Build a CPU session for the serialized model (or the model file at that path), run it once on `feeds`,
+    return the named values.
 
     The session is dropped before returning, so its memory is released between calls.
     """

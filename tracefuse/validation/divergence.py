@@ -11,13 +11,16 @@ before the next chunk starts. The price is one forward call of each engine per c
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx_ir as ir
 
 from tracefuse.graphs.intermediates import ModuleValue, module_values, with_outputs
+from tracefuse.graphs.onnx_file import EXTERNAL_DATA_THRESHOLD, initializer_bytes
 from tracefuse.runtimes.ort_values import run_values
 from tracefuse.validation.metrics import compare
 
@@ -93,6 +96,7 @@ def find_divergence(
         raise ValueError("chunk must be at least 1")
     atol, rtol = float(tolerance.get("atol", 1e-4)), float(tolerance.get("rtol", 1e-3))
     values = module_values(model)
+    large = initializer_bytes(model) > EXTERNAL_DATA_THRESHOLD
     args = [feeds[name] for name in input_names]
     entries: list[dict[str, Any]] = []
     groups = _chunks(values, chunk)
@@ -100,7 +104,12 @@ def find_divergence(
         if progress:
             progress(f"comparing modules {index * chunk + 1}-{index * chunk + len(group)} of {len(values)}")
         names = list(dict.fromkeys(mv.value for mv in group))
-        onnx_values = run_values(with_outputs(model, names), feeds, names, threads=threads)
+        if large:  # past protobuf's 2 GiB: through a file with external data, one chunk at a time
+            with tempfile.TemporaryDirectory(prefix="tracefuse-debug-") as tmp:
+                onnx_values = run_values(with_outputs(model, names, Path(tmp) / "model.onnx"), feeds, names,
+                                         threads=threads)
+        else:
+            onnx_values = run_values(with_outputs(model, names), feeds, names, threads=threads)
         wanted: dict[str, set[int]] = {}
         for mv in group:
             wanted.setdefault(mv.module, set()).add(mv.call)
