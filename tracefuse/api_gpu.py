@@ -67,7 +67,7 @@ def compile_artifact(
     for error in build.get("parse_errors", []):
         logger.warning("TensorRT parser: %s", error)
     m = art.manifest
-    fp16_kernels = bool(opts.fp16)
+    fp16_kernels = bool(opts.fp16 or opts.tf32)
     tolerance = dict(m.tolerance)
     for key, value in validation_tolerance(m, fp16_kernels=fp16_kernels).items():
         tolerance[key] = max(float(tolerance.get(key, 0.0)), value)

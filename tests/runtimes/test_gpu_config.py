@@ -113,6 +113,20 @@ def test_precision_and_tolerance_from_the_manifest():
                                                                                               "rtol": 1e-2}
 
 
+def test_tf32_is_off_unless_asked_and_lowers_the_tolerance(bert_artifact, tmp_path):
+    from tracefuse.runtimes.gpu_config import cuda_provider_options
+
+    assert cuda_provider_options(gpu_options({}))["use_tf32"] == "0"
+    assert cuda_provider_options(gpu_options({"tf32": "1"}))["use_tf32"] == "1"
+    art = load_artifact(bert_artifact)
+    cache = {"cache_dir": str(tmp_path)}
+    assert open_runner(art, "ort-cuda", options=cache).tolerance_floor == {}
+    assert open_runner(art, "ort-cuda", options={**cache, "tf32": "1"}).tolerance_floor == FP16_TOLERANCE
+    assert open_runner(art, "ort-trt", options=cache).tolerance_floor == FP16_TOLERANCE  # TensorRT's TF32 default
+    assert open_runner(art, "tensorrt", options=cache).tolerance_floor == {}
+    assert open_runner(art, "tensorrt", options={**cache, "tf32": "1"}).tolerance_floor == FP16_TOLERANCE
+
+
 def test_engine_cache_key_changes_with_each_component():
     profile = profile_shapes([IDS])
     base = ("abc", "10.9.0", "NVIDIA H100 80GB HBM3", profile, {"fp16": False})

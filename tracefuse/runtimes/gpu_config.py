@@ -49,6 +49,7 @@ OPTION_HELP: dict[str, str] = {
     "device_id": "CUDA device index (default 0)",
     "shapes": "optimization profile per axis, e.g. batch=1:8:32,sequence=1:128:512 (a single size fixes it)",
     "strongly_typed": "0 to build a weakly typed TensorRT 10 network (precision from flags, not the graph)",
+    "tf32": "1 to allow TF32 matmuls for fp32 graphs (faster; fp16-like error, validated with the fp16 tolerance)",
 }
 
 
@@ -63,6 +64,7 @@ class GpuOptions:
     device_id: int = 0
     shapes: dict[str, Range] = field(default_factory=dict)
     strongly_typed: bool = True
+    tf32: bool = False
 
 
 def _flag(key: str, value: Any) -> bool:
@@ -89,8 +91,9 @@ def gpu_options(raw: Mapping[str, Any] | None) -> GpuOptions:
     opts: dict[str, Any] = {}
     if "allow_fallback" in raw:
         opts["allow_fallback"] = _flag("allow_fallback", raw["allow_fallback"])
-    if "strongly_typed" in raw:
-        opts["strongly_typed"] = _flag("strongly_typed", raw["strongly_typed"])
+    for key in ("strongly_typed", "tf32"):
+        if key in raw:
+            opts[key] = _flag(key, raw[key])
     if raw.get("fp16") is not None:
         opts["fp16"] = _flag("fp16", raw["fp16"])
     if raw.get("cache_dir"):
@@ -187,9 +190,10 @@ def artifact_precision(manifest: Manifest) -> str:
 
 
 def cuda_provider_options(opts: GpuOptions) -> dict[str, str]:
-    """CUDAExecutionProvider options: the device, and the best-kernel search that suits fixed shapes."""
+    """CUDAExecutionProvider options: the device, the best-kernel search that suits fixed shapes, and TF32 off
+    unless `tf32` allows it (so an fp32 graph computes in fp32 and validates at fp32 tolerances)."""
     return {"device_id": str(opts.device_id), "cudnn_conv_algo_search": "EXHAUSTIVE",
-            "do_copy_in_default_stream": "1"}
+            "do_copy_in_default_stream": "1", "use_tf32": "1" if opts.tf32 else "0"}
 
 
 def trt_provider_options(manifest: Manifest, opts: GpuOptions) -> dict[str, str]:

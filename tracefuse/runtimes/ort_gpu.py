@@ -46,7 +46,7 @@ class OrtGpuRunner(OrtCpuRunner):
         self.tolerance_floor = validation_tolerance(artifact.manifest, fp16_kernels=self._fp16_kernels())
 
     def _fp16_kernels(self) -> bool:
-        return False
+        return self.options.tf32
 
     def _provider_options(self) -> dict[str, str]:
         raise NotImplementedError
@@ -125,7 +125,8 @@ class OrtTrtRunner(OrtGpuRunner):
     provider = "TensorrtExecutionProvider"
 
     def _fp16_kernels(self) -> bool:
-        return bool(self.options.fp16)
+        # TensorRT runs fp32 matmuls in TF32 by default, and the TensorRT provider has no option to stop it.
+        return True
 
     def _provider_options(self) -> dict[str, str]:
         options = trt_provider_options(self.artifact.manifest, self.options)

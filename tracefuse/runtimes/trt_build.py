@@ -104,7 +104,10 @@ def _network_flags(trt, strongly_typed: bool) -> int:
     return 1 << int(flag)
 
 
-def _precision_flags(trt, config, *, strongly_typed: bool, fp16: bool) -> None:
+def _precision_flags(trt, config, *, strongly_typed: bool, fp16: bool, tf32: bool = False) -> None:
+    tf32_flag = getattr(trt.BuilderFlag, "TF32", None)
+    if tf32_flag is not None and not tf32:
+        config.clear_flag(tf32_flag)  # on by default: fp32 matmuls would lose fp32 precision
     if not fp16:
         return
     if strongly_typed:
@@ -147,7 +150,7 @@ def layer_report(trt, engine_bytes: bytes) -> dict[str, Any]:
 
 
 def build_engine(onnx_path: Path, profile: ProfileShapes, *, strongly_typed: bool = True, fp16: bool = False,
-                 workspace: int | None = None, timing_cache: Path | None = None) -> BuildResult:
+                 tf32: bool = False, workspace: int | None = None, timing_cache: Path | None = None) -> BuildResult:
     """Parse `onnx_path` and build a serialized engine with one optimization profile.
 
     Raises EngineBuildError (its `report` lists every parse error: node, operator, message) when the
@@ -164,7 +167,7 @@ def build_engine(onnx_path: Path, profile: ProfileShapes, *, strongly_typed: boo
     parsed = parser.parse_from_file(str(onnx_path))
     errors = [_parse_error(parser.get_error(i)) for i in range(parser.num_errors)]
     report: dict[str, Any] = {"tensorrt": trt.__version__, "strongly_typed": strongly_typed, "fp16_flag": fp16,
-                              "parse_errors": errors}
+                              "tf32": tf32, "parse_errors": errors}
     if not parsed:
         raise EngineBuildError(
             f"TensorRT {trt.__version__} could not parse {onnx_path.name}: {len(errors)} node(s) failed",
@@ -175,7 +178,7 @@ def build_engine(onnx_path: Path, profile: ProfileShapes, *, strongly_typed: boo
     config = builder.create_builder_config()
     if workspace:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace))
-    _precision_flags(trt, config, strongly_typed=strongly_typed, fp16=fp16)
+    _precision_flags(trt, config, strongly_typed=strongly_typed, fp16=fp16, tf32=tf32)
     config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
     network_inputs = {network.get_input(i).name for i in range(network.num_inputs)}
     trt_profile = builder.create_optimization_profile()
@@ -215,7 +218,8 @@ def engine_for(artifact: Artifact, opts: GpuOptions) -> tuple[bytes, ProfileShap
     for sizes in m.validation_shapes if not opts.shapes else ():
         check_in_profile(profile, {s.name: [d if isinstance(d, int) else sizes[d] for d in s.shape]
                                    for s in m.inputs})
-    flags = {"strongly_typed": opts.strongly_typed, "fp16": bool(opts.fp16), "workspace": opts.workspace}
+    flags = {"strongly_typed": opts.strongly_typed, "fp16": bool(opts.fp16), "tf32": opts.tf32,
+             "workspace": opts.workspace}
     graph_sha = str(m.files.get(m.graph, {}).get("sha256", ""))
     key = engine_cache_key(graph_sha, trt.__version__, gpu, profile, flags)
     engine_path = opts.cache_dir / "engines" / f"{key}.engine"
@@ -226,7 +230,7 @@ def engine_for(artifact: Artifact, opts: GpuOptions) -> tuple[bytes, ProfileShap
         return engine_path.read_bytes(), profile, {**report, "cache": "hit", "cache_key": key}
     timing = opts.cache_dir / f"timing-{trt.__version__}-{re.sub(r'[^A-Za-z0-9.]+', '_', gpu)}.cache"
     result = build_engine(artifact.graph_path, profile, strongly_typed=opts.strongly_typed, fp16=bool(opts.fp16),
-                          workspace=opts.workspace, timing_cache=timing)
+                          tf32=opts.tf32, workspace=opts.workspace, timing_cache=timing)
     report = {**result.report, "gpu": gpu, "profile": {k: [list(s) for s in v] for k, v in profile.items()}}
     if graph_sha:  # a manifest-less graph has no hash to key the cache with
         atomic_write(engine_path, result.engine)

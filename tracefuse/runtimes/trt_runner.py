@@ -51,9 +51,9 @@ class TensorRtRunner(Runner):
         super().__init__(artifact.manifest.inputs, artifact.manifest.outputs)
         self.artifact = artifact
         self.options = gpu_options(options)
-        compiled_fp16 = bool(artifact.manifest.export.get("tensorrt", {}).get("fp16_flag"))
-        self.tolerance_floor = validation_tolerance(artifact.manifest,
-                                                    fp16_kernels=bool(self.options.fp16) or compiled_fp16)
+        built = artifact.manifest.export.get("tensorrt", {})
+        lower = bool(self.options.fp16 or self.options.tf32 or built.get("fp16_flag") or built.get("tf32"))
+        self.tolerance_floor = validation_tolerance(artifact.manifest, fp16_kernels=lower)
         self.build_report: dict[str, Any] = {}
         self.profile: ProfileShapes = {}
         self._engine = self._context = self._stream = None
