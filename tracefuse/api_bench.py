@@ -210,7 +210,7 @@ def bench(
 def _run_worker(cfg: dict[str, Any], timeout_s: float) -> list[dict[str, Any]]:
     try:
         proc = subprocess.run([sys.executable, "-m", "tracefuse.api_bench", json.dumps(cfg)], capture_output=True,
-                              text=True, timeout=timeout_s, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                              text=True, timeout=timeout_s, env={"HF_HUB_OFFLINE": "1", **os.environ})
     except subprocess.TimeoutExpired:
         return [{"engine": cfg["engine"], "batch": b, "sequence": s, "error": f"timed out after {timeout_s:.0f}s"}
                 for b, s in cfg["shapes"]]
