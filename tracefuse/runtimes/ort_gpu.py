@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from tracefuse.artifact import Artifact
+from tracefuse.errors import ArtifactError
 from tracefuse.runtimes.gpu_config import (
     check_providers,
     cuda_provider_options,
@@ -62,7 +63,13 @@ class OrtGpuRunner(OrtCpuRunner):
                 ort.preload_dlls()
             except Exception as exc:  # noqa: BLE001 - best effort; the provider check below reports a failure
                 logger.info("onnxruntime.preload_dlls failed: %s", exc)
-        super()._open()
+        try:
+            super()._open()
+        except ArtifactError as exc:
+            raise ArtifactError(
+                f"ONNX Runtime {ort.__version__} could not create a session with {self.provider}", found=exc.found,
+                fix="check that the CUDA, cuDNN and TensorRT libraries match this onnxruntime-gpu (docs/gpu.md); "
+                    "if the message names the opset or IR version, re-export with --opset") from exc
         active = self._session.get_providers()
         self.on_asked_provider = check_providers(self.provider, active, allow_fallback=self.options.allow_fallback,
                                                  available=ort.get_available_providers())
