@@ -42,10 +42,11 @@ class TensorRtRunner(Runner):
     """Runs a TensorRT engine on one CUDA device (thread-safe: calls are serialized on one context)."""
 
     name = "tensorrt"
+    formats = ("tensorrt", "onnx")  # an engine artifact, or an ONNX one built through the engine cache (CI matrix)
     thread_safe = False  # one execution context and one stream
 
     def __init__(self, artifact: Artifact, *, threads: int | None = None, **options: Any) -> None:
-        if artifact.manifest.format not in ("tensorrt", "onnx"):
+        if artifact.manifest.format not in self.formats:
             raise ArtifactError(f"runtime {self.name} runs TensorRT engine or ONNX artifacts",
                                 found=f"a {artifact.manifest.format} artifact", fix="choose a runtime for that format")
         super().__init__(artifact.manifest.inputs, artifact.manifest.outputs)
