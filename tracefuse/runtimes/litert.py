@@ -44,6 +44,30 @@ def ordered_keys(details: dict[str, Any]) -> list[str]:
     return sorted(details, key=lambda k: int(k.rsplit("_", 1)[-1]))
 
 
+def _scale(detail: dict[str, Any]) -> tuple[float, int]:
+    scale, zero = detail.get("quantization") or (0.0, 0)
+    return float(scale), int(zero)
+
+
+def _quantize(value: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    """A float feed for an input that static quantization made integer: q = round(x / scale) + zero_point."""
+    scale, zero = _scale(detail)
+    dtype = np.dtype(detail["dtype"])
+    if scale == 0.0 or dtype.kind not in "iu" or value.dtype.kind != "f":
+        return value
+    info = np.iinfo(dtype)
+    return np.clip(np.round(value / scale) + zero, info.min, info.max).astype(dtype)
+
+
+def _dequantize(value: np.ndarray, detail: dict[str, Any], dtype: str) -> np.ndarray:
+    """An integer output of a statically quantized graph back to the float the manifest promises:
+    (q - zero_point) * scale. Outputs that are not quantized pass unchanged."""
+    scale, zero = _scale(detail)
+    if scale == 0.0 or value.dtype.kind not in "iu" or np.dtype(dtype).kind != "f":
+        return value
+    return ((value.astype(np.float32) - zero) * scale).astype(dtype)
+
+
 class LiteRtRunner(Runner):
     """Runs a TFLite artifact; one signature per fixed shape, chosen from the feeds' axis sizes."""
 
@@ -87,10 +111,12 @@ class LiteRtRunner(Runner):
         runner = self._runners.get(name)
         if runner is None:
             runner = self._runners[name] = self._interpreter.get_signature_runner(name)
-        in_keys = ordered_keys(runner.get_input_details())
-        out_keys = ordered_keys(runner.get_output_details())
-        result = runner(**{k: np.ascontiguousarray(feeds[s.name]) for k, s in zip(in_keys, self.inputs, strict=True)})
-        return {s.name: np.asarray(result[k]) for k, s in zip(out_keys, self.outputs, strict=True)}
+        in_details, out_details = runner.get_input_details(), runner.get_output_details()
+        in_keys, out_keys = ordered_keys(in_details), ordered_keys(out_details)
+        result = runner(**{k: _quantize(np.ascontiguousarray(feeds[s.name]), in_details[k])
+                           for k, s in zip(in_keys, self.inputs, strict=True)})
+        return {s.name: _dequantize(np.asarray(result[k]), out_details[k], s.dtype)
+                for k, s in zip(out_keys, self.outputs, strict=True)}
 
     def _close(self) -> None:
         self._runners.clear()
