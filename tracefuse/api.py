@@ -138,6 +138,7 @@ def export(
     progress: Progress = _noop,
     max_memory: int | None = None,
     use_cache: bool = True,
+    with_preprocessor: bool = False,
 ) -> ExportResult:
     """Export `model` (a source string, see tracefuse.exporters.sources) to an artifact directory at `out`.
 
@@ -146,6 +147,8 @@ def export(
     and compared to PyTorch; the summary is stored in the manifest. Memory (capped by `max_memory`
     bytes) and disk space are checked first (tracefuse.resources). `use_cache=False` exports a decoder-only
     model as one plain graph (no past key/values in or out); the manifest records it as export.use_cache.
+    `with_preprocessor` bundles the source's tokenizer / processor files into `preprocessor/` (hashed, listed
+    in the manifest's `preprocessor`; see tracefuse.exporters.preprocessor).
     """
     from tracefuse.exporters import FORMATS, export_graph
     from tracefuse.exporters.archspec import resolve_spec
@@ -163,6 +166,11 @@ def export(
     loaded = load_source(model, task)
     _refuse_output_over_source(loaded.source, out)
     check_export(loaded.module, out, max_memory=max_memory)
+    pre = None
+    if with_preprocessor:  # before the (slow) export, so a source without one fails at once
+        from tracefuse.exporters.preprocessor import load_preprocessor
+
+        pre = load_preprocessor(loaded)
     spec = resolve_spec(loaded, use_cache=use_cache)
     shapes = spec.validation_shapes
     options.setdefault("validation_shapes", [dict(s) for s in shapes])  # fixed-shape formats (tflite) use these
@@ -180,13 +188,18 @@ def export(
         progress(f"exporting to {format}")
         graph = export_graph(format, wrapper, example, spec.inputs, outputs, staging, options)
         extras = export_extras(loaded, spec, staging, format, options)  # encoder graph, generation token ids
+        if pre is not None:
+            from tracefuse.exporters.preprocessor import save_preprocessor
+
+            progress(f"bundling the {pre.kind}")
+            bundled = save_preprocessor(pre, staging)
         manifest = Manifest(
             format=format, graph=graph.files[0], source=loaded.source, task=loaded.task, inputs=graph.inputs,
             outputs=graph.outputs, validation_shapes=tuple(graph.info.get("validation_shapes") or shapes),
             tolerance=dict(spec.tolerance),
             export={**graph.info, "model_type": loaded.model_type, **extras,
                     **({} if use_cache else {"use_cache": False})},
-            tool_versions=tool_versions(),
+            tool_versions=tool_versions(), preprocessor=bundled if pre is not None else None,
         )
         manifest = finalize(staging, manifest)
         if validate:
