@@ -238,6 +238,7 @@ ATTENTION_STAGES = (
     Stage("cos_sin_cache", _ort("ort_fusions.cos_sin_cache", "cos_sin_cache_rules")),
     Stage("partial_rotary_embedding", _ort("ort_fusions.rotary_embedding", "partial_embedding_rules")),
     Stage("sdpa", _ort("ort_fusions.sdpa", "sdpa_rules"), shape_inference=True),
+    Stage("split_output_reshape", lambda: _tracefuse_rules().split_output_reshape_rules(), shape_inference=True),
     Stage("gqa", _ort("ort_fusions.gqa", "gqa_rules")),
     Stage("packed_qkv_gqa", _ort("ort_fusions.gqa_packed_qkv", "fuse_qkv_gqa_rules")),
     Stage("mha_with_past", _ort("ort_fusions.mha", "mha_rules_with_past")),

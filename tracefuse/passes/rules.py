@@ -185,3 +185,38 @@ class ScoreBiasMask(pattern.RewriteRuleClassBase):
 def score_bias_mask_rules() -> pattern.RewriteRuleSet:
     """The re-association of a position bias and a mask added to attention scores."""
     return pattern.RewriteRuleSet([ScoreBiasMask.rule()])
+
+
+class SplitAttentionOutputReshape(pattern.RewriteRuleClassBase):
+    """`Reshape(Transpose(SDPA(...)), [-1, D])` to `Reshape(Reshape(Transpose(...), [0, 0, -1]), [-1, D])`.
+
+    GPT-2's Conv1D, exported by dynamo as `addmm`, flattens the attention output straight to 2-D (batch ·
+    sequence, hidden). onnxscript's MultiHeadAttention rules take the Reshape after the SDPA to be the
+    (batch, sequence, hidden) one without checking it (a TODO in onnxscript's mha.py) and replace it by
+    MHA's 3-D output, which then reaches a Gemm that wants 2-D: ONNX Runtime fails. Splitting the
+    Reshape in two gives those rules the 3-D Reshape they assume; the 2-D one stays after it.
+    """
+
+    def pattern(self, op, attention, shape):
+        """The Reshape of the transposed SDPA output."""
+        return op.Reshape(op.Transpose(attention, perm=[0, 2, 1, 3]), shape, _outputs=["flat"])
+
+    def check(self, context, attention, shape, flat, **_) -> pattern.MatchResult:
+        """The attention comes from an SDPA op, and the Reshape's output is not 3-D."""
+        result = pattern.MatchResult()
+        producer = attention.producer()
+        if producer is None or producer.op_type != "SDPA":
+            return result.fail("the transposed value is not an SDPA output", attention)
+        if flat.shape is None or len(flat.shape) == 3:
+            return result.fail("the Reshape already gives (batch, sequence, hidden), or its rank is unknown", flat)
+        return result
+
+    def rewrite(self, op, attention, shape, **_):
+        """The 3-D Reshape, then the original one."""
+        merged = op.Reshape(op.Transpose(attention, perm=[0, 2, 1, 3]), op.Constant(value_ints=[0, 0, -1]))
+        return op.Reshape(merged, shape)
+
+
+def split_output_reshape_rules() -> pattern.RewriteRuleSet:
+    """The 2-D attention-output Reshape split into a 3-D one and the original."""
+    return pattern.RewriteRuleSet([SplitAttentionOutputReshape.rule()])
