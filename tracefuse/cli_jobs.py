@@ -49,7 +49,7 @@ def ci(
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the JSON report (the source of "
                                                    "truth) here.")] = None,
     executor: Annotated[str, typer.Option("--executor", help="Where cells run: 'local' (processes on this "
-                                          "machine) or 'ray' (Ray tasks; needs pip install 'tracefuse[ray]').")
+                                          "machine) or 'ray' (Ray tasks; needs pip install 'tracefuse\\[ray]').")
                         ] = "local",
     address: Annotated[str | None, typer.Option("--address", help="With --executor ray: the cluster to use "
                                                 "(e.g. ray://head:10001); default: a running local cluster or a "

@@ -101,7 +101,9 @@ class RayExecutor:
             raise TracefuseError(f"cannot connect to the Ray cluster at {self.address or 'a new local instance'}",
                                  found=f"{type(exc).__name__}: {exc}",
                                  fix="check --address (e.g. ray://head:10001 or head:6379) and that the cluster "
-                                     "is up (`ray status`), or leave --address out for a local instance") from exc
+                                     "is up (`ray status`); a cluster with token authentication also needs "
+                                     "RAY_AUTH_MODE=token and its token (RAY_AUTH_TOKEN or ~/.ray/auth_token); "
+                                     "or leave --address out for a local instance") from exc
         logger.info("ray: %s", ray.cluster_resources())
         return True
 
