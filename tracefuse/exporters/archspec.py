@@ -15,6 +15,7 @@ from typing import Any
 from tracefuse.artifact import TensorSpec
 from tracefuse.errors import ExportError
 from tracefuse.exporters.decoder_spec import decoder_spec_fields
+from tracefuse.exporters.media_spec import audio_fields, paired_image_inputs, runs_at_other_image_size, vision_fields
 from tracefuse.exporters.sources import LoadedModel
 
 logger = logging.getLogger(__name__)
@@ -58,9 +59,12 @@ def register_override(model_type: str, task: str | None = None, **changes: Any) 
     _OVERRIDES[key] = changes
 
 
-# CNNs take any image size; transformers with fixed position embeddings do not.
-register_override("resnet", dynamic_image_size=True)
-register_override("convnext", dynamic_image_size=True)
+# Whether a vision model takes any image size is probed (media_spec.runs_at_other_image_size); an override
+# `dynamic_image_size=False` keeps the config's size for a model that runs eagerly at other sizes but takes
+# a different branch there, which the traced graph does not hold: swin clamps its window (and drops the shift)
+# on small stages; mobilevit interpolates feature maps that are not a multiple of its patch size.
+for _type in ("swin", "mobilevit"):
+    register_override(_type, dynamic_image_size=False)
 
 
 def _forward_params(module: Any) -> list[str]:
@@ -68,7 +72,7 @@ def _forward_params(module: Any) -> list[str]:
 
 
 def _text_inputs(loaded: LoadedModel) -> tuple[TensorSpec, ...]:
-    config = loaded.config
+    config = getattr(loaded.config, "text_config", None) or loaded.config  # a multimodal model's text tower
     params = _forward_params(loaded.module)
     specs = []
     for name in TEXT_INPUTS:
@@ -84,30 +88,7 @@ def _text_inputs(loaded: LoadedModel) -> tuple[TensorSpec, ...]:
                 continue
             fill = {"kind": "int", "low": 0, "high": type_vocab}
         specs.append(TensorSpec(name, "int64", ("batch", "sequence"), fill))
-    return tuple(specs)
-
-
-def _image_size(config: Any) -> int:
-    size = getattr(config, "image_size", None)
-    if isinstance(size, (list, tuple)):
-        size = size[0]
-    return int(size) if size else 64
-
-
-def _vision_spec(loaded: LoadedModel, dynamic: bool) -> dict[str, Any]:
-    config = loaded.config
-    channels = int(getattr(config, "num_channels", 3))
-    size = _image_size(config)
-    if dynamic:
-        shape: tuple[int | str, ...] = ("batch", channels, "height", "width")
-        shapes = ({"batch": 1, "height": size, "width": size}, {"batch": 3, "height": size + 32, "width": size + 16})
-        trace = {"batch": 2, "height": size, "width": size + 32}
-    else:
-        shape = ("batch", channels, size, size)
-        shapes = ({"batch": 1}, {"batch": 3})
-        trace = {"batch": 2}
-    inputs = (TensorSpec("pixel_values", "float32", shape, {"kind": "normal"}),)
-    return {"inputs": inputs, "validation_shapes": shapes, "trace_shape": trace}
+    return tuple(specs) + paired_image_inputs(loaded.config, params)
 
 
 def _factory_spec(loaded: LoadedModel) -> ArchSpec:
@@ -161,8 +142,13 @@ def resolve_spec(loaded: LoadedModel, use_cache: bool = True) -> ArchSpec:
     elif main_input == "input_ids":
         spec = ArchSpec(loaded.model_type, loaded.task, _text_inputs(loaded), TEXT_TRACE, TEXT_SHAPES)
     elif main_input == "pixel_values":
-        dynamic = bool(overrides.get("dynamic_image_size", False))
-        spec = ArchSpec(loaded.model_type, loaded.task, dynamic_image_size=dynamic, **_vision_spec(loaded, dynamic))
+        dynamic = overrides.get("dynamic_image_size")
+        if dynamic is None:
+            dynamic = runs_at_other_image_size(loaded.module, loaded.config)
+        spec = ArchSpec(loaded.model_type, loaded.task, dynamic_image_size=dynamic,
+                        **vision_fields(loaded.config, dynamic))
+    elif main_input == "input_values":
+        spec = ArchSpec(loaded.model_type, loaded.task, **audio_fields(loaded.config))
     else:
         raise ExportError(
             f"model type '{loaded.model_type}' takes '{main_input}' as its main input, which this version "

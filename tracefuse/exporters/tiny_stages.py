@@ -32,8 +32,9 @@ HIDDEN_FIELDS = ("hidden_size", "d_model", "n_embd", "dim")
 _WIDTH_WORDS = ("hidden_size", "hidden_dim", "embed_dim", "channels", "conv_dim", "tdnn_dim", "dims", "key_dim")
 _NOT_STAGES = ("out_indices", "out_features", "stage_names", "id2label", "label2id")
 _STAGE_COUNTS = ("num_stages", "num_encoder_blocks", "num_layers")
-# Capped, never raised: a patch of 2 (mobilevit) or a window of 7 over a 4x4 grid must stay valid.
-_CAPS = {"window_size": 4, "patch_size": 8}
+# Capped, never raised: a patch of 2 (mobilevit) or a window of 7 over a 4x4 grid must stay valid, and a
+# 32-letter CTC vocabulary (wav2vec2) stays 32.
+_CAPS = {"window_size": 4, "patch_size": 8, "vocab_size": 1000}
 
 
 def _is_int(value: Any) -> bool:

@@ -1,0 +1,96 @@
+"""Inputs of vision, audio and multimodal models: pixel_values, raw waveforms, spectrograms, image+text pairs.
+
+Which inputs a model takes is read from its forward signature and main input name; their sizes from its config
+(or, for a multimodal model, from its `vision_config`). Nothing here names a model type.
+
+- `pixel_values [batch, channels, height, width]`: height and width are dynamic when the PyTorch model runs
+  at a second, non-square size (CNNs, swin, segformer, detr…); models with position embeddings fixed to the
+  config's `image_size` (vit, deit, clip) raise there, and keep that size, with batch as the dynamic axis.
+- `input_values [batch, samples]`: a raw waveform (wav2vec2, hubert…), batch and length dynamic.
+- `input_values [batch, frames, mel_bins]`: a spectrogram (audio-spectrogram-transformer: the config has
+  `num_mel_bins`); its frame count is fixed by the position embeddings (`max_length`), batch is dynamic.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from tracefuse.artifact import TensorSpec
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_IMAGE = 64
+# Raw waveforms: a tiny feature extractor strides by 320 samples, so these give 14 and 24 frames.
+AUDIO_SHAPES = ({"batch": 1, "samples": 4800}, {"batch": 3, "samples": 8000})
+AUDIO_TRACE = {"batch": 2, "samples": 6400}
+BATCH_SHAPES = ({"batch": 1}, {"batch": 3})
+BATCH_TRACE = {"batch": 2}
+
+
+def image_config(config: Any) -> Any:
+    """The config that describes the images: the `vision_config` of a multimodal model, else the config."""
+    return getattr(config, "vision_config", None) or config
+
+
+def image_size(config: Any) -> int:
+    """The square image size a config declares (the first of a pair), or DEFAULT_IMAGE when it has none."""
+    size = getattr(image_config(config), "image_size", None)
+    if isinstance(size, (list, tuple)):
+        size = size[0]
+    return int(size) if size else DEFAULT_IMAGE
+
+
+def _pixels(config: Any, dynamic: bool) -> TensorSpec:
+    channels = int(getattr(image_config(config), "num_channels", 3))
+    size = image_size(config)
+    shape: tuple[int | str, ...] = ("batch", channels) + (("height", "width") if dynamic else (size, size))
+    return TensorSpec("pixel_values", "float32", shape, {"kind": "normal"})
+
+
+def runs_at_other_image_size(module: Any, config: Any) -> bool:
+    """Whether the PyTorch model accepts a non-square image larger than its config's size (one eager forward)."""
+    import torch
+
+    size = image_size(config)
+    channels = int(getattr(image_config(config), "num_channels", 3))
+    pixels = torch.randn(1, channels, size + 32, size + 16, generator=torch.Generator().manual_seed(0))
+    try:
+        with torch.no_grad():
+            module(pixel_values=pixels)
+    except Exception as exc:  # noqa: BLE001 - any failure means: the image size is fixed
+        logger.info("image size fixed at %d: the model fails at %dx%d: %s: %s", size, size + 32, size + 16,
+                    type(exc).__name__, str(exc).splitlines()[0][:200] if str(exc) else "")
+        return False
+    return True
+
+
+def vision_fields(config: Any, dynamic: bool) -> dict[str, Any]:
+    """ArchSpec fields for a model whose main input is pixel_values."""
+    size = image_size(config)
+    if dynamic:
+        shapes = ({"batch": 1, "height": size, "width": size}, {"batch": 3, "height": size + 32, "width": size + 16})
+        trace = {"batch": 2, "height": size, "width": size + 32}
+    else:
+        shapes, trace = BATCH_SHAPES, BATCH_TRACE
+    return {"inputs": (_pixels(config, dynamic),), "validation_shapes": shapes, "trace_shape": dict(trace)}
+
+
+def audio_fields(config: Any) -> dict[str, Any]:
+    """ArchSpec fields for a model whose main input is input_values: a spectrogram when the config has
+    `num_mel_bins` (fixed frames), else a raw waveform (dynamic length)."""
+    mel = getattr(config, "num_mel_bins", None)
+    if isinstance(mel, int):
+        frames = int(getattr(config, "max_length", 1024))
+        spec = TensorSpec("input_values", "float32", ("batch", frames, mel), {"kind": "normal"})
+        return {"inputs": (spec,), "validation_shapes": BATCH_SHAPES, "trace_shape": dict(BATCH_TRACE)}
+    spec = TensorSpec("input_values", "float32", ("batch", "samples"), {"kind": "normal"})
+    return {"inputs": (spec,), "validation_shapes": AUDIO_SHAPES, "trace_shape": dict(AUDIO_TRACE)}
+
+
+def paired_image_inputs(config: Any, params: list[str]) -> tuple[TensorSpec, ...]:
+    """The pixel_values a text-first multimodal model (clip, siglip…) also needs: fixed size, from its
+    vision_config; () for a text model."""
+    if "pixel_values" not in params or getattr(config, "vision_config", None) is None:
+        return ()
+    return (_pixels(config, dynamic=False),)
