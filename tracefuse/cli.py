@@ -151,6 +151,13 @@ def export(
     shapes: Annotated[str | None, typer.Option("--shapes", help="tflite only: fixed-shape signatures, one size "
                                                "per dynamic axis, e.g. 1x128,4x128 (default: the validation "
                                                "shapes); each is validated.")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Decoder-only models: export one plain graph "
+                                           "(input_ids, attention_mask -> logits) without past key/values; "
+                                           "the manifest records use_cache=false.")] = False,
+    with_preprocessor: Annotated[bool, typer.Option("--with-preprocessor", help="Edge bundle: copy the model's "
+                                                    "tokenizer / image processor / feature extractor files into "
+                                                    "preprocessor/ of the artifact (hashed, listed in the "
+                                                    "manifest).")] = False,
 ) -> None:
     """Export MODEL to an artifact directory, then validate it on ONNX Runtime CPU against PyTorch.
 
@@ -166,7 +173,8 @@ def export(
             result = api.export(model, output, format=format, task=task, opset=opset, exporter=exporter,
                                 max_memory=parse_size(max_memory) if max_memory else None,
                                 validate=not no_validate, overwrite=overwrite, inputs=inputs, texts=texts,
-                                threads=threads, progress=progress,
+                                threads=threads, progress=progress, use_cache=not no_cache,
+                                with_preprocessor=with_preprocessor,
                                 options={k: v for k, v in {"aot": aot, "shapes": shapes}.items() if v} or None)
         out.print(f"wrote {escape(str(result.artifact.path))} ({result.artifact.manifest.format}, task "
                   f"{result.artifact.manifest.task})")
@@ -280,6 +288,15 @@ def inspect(
                   + (f" · {fs['compiled']}" if "compiled" in fs else ""))
         if fs.get("ops"):
             out.print("ops: " + ", ".join(f"{op} {n}" for op, n in fs["ops"].items()), highlight=False)
+    pre = m.get("preprocessor")
+    if pre:
+        files = pre.get("files", [])
+        out.print(f"preprocessor: {pre.get('kind')} ({escape(str(pre.get('class')))}), {len(files)} files",
+                  highlight=False)
+        for f in files:
+            entry = m["files"].get(f, {})
+            out.print(f"  {escape(f)}  {entry.get('size', 0):,} B  sha256 {str(entry.get('sha256'))[:16]}",
+                      highlight=False)
     if m.get("validation"):
         v = m["validation"]
         out.print(f"last validation: {'passed' if v['passed'] else 'FAILED'} on {v['runtime']} "
