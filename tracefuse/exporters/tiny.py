@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from tracefuse.errors import SourceError
+from tracefuse.exporters.tiny_rules import consistency_kwargs
 from tracefuse.exporters.tiny_stages import stage_kwargs, sub_config_kwargs
 
 logger = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ def tiny_config_kwargs(config: Any) -> dict[str, Any]:
         kwargs["decoder_start_token_id"] = VOCAB - 2  # it is embedded at the first decoder step
     # per-stage lists, tied widths, window/patch caps, nested configs (tiny_stages explains the rules)
     kwargs.update(stage_kwargs(config, kwargs.get("hidden_size", HIDDEN)))
+    kwargs.update(consistency_kwargs(config, kwargs, HIDDEN, HEADS))  # layer_types, head_dim, mrope, ssm heads
     kwargs.update(sub_config_kwargs(config, tiny_config_kwargs))
     return kwargs
 

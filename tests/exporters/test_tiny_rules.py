@@ -1,0 +1,48 @@
+"""tiny: configs whose own validation rejected the generic shrink (per-layer lists, head sizes, M-RoPE
+sections, state-space heads) now build, and keep the relations their constructors check."""
+
+from __future__ import annotations
+
+import pytest
+
+from tracefuse.exporters.tiny import tiny_config
+from tracefuse.exporters.tiny_rules import _pick_layers, _scaled_sections
+
+
+def test_layer_types_cut_to_the_layer_count_with_one_of_each_kind():
+    config = tiny_config("gemma3_text")  # 5 sliding layers then 1 full, repeated, by default
+    assert len(config.layer_types) == config.num_hidden_layers == 2
+    assert set(config.layer_types) == {"sliding_attention", "full_attention"}
+
+
+@pytest.mark.parametrize("model_type", ["gemma3", "qwen2_5_vl", "internvl", "llava_onevision", "zamba"])
+def test_multimodal_and_hybrid_configs_build(model_type):
+    config = tiny_config(model_type)
+    text = config.get_text_config()
+    assert text.num_hidden_layers <= 4
+    if hasattr(text, "layer_types") and text.layer_types is not None:
+        assert len(text.layer_types) == text.num_hidden_layers
+
+
+def test_mrope_sections_sum_to_half_the_head():
+    from transformers import AutoConfig
+
+    default = AutoConfig.for_model("cosmos3_edge_text")  # its default config has M-RoPE sections
+    assert sum(default.rope_parameters["mrope_section"]) == default.head_dim // 2
+    text = tiny_config("cosmos3_edge_text")
+    assert text.head_dim < default.head_dim
+    section = text.rope_parameters["mrope_section"]
+    assert sum(section) == text.head_dim // 2 and min(section) >= 1
+
+
+def test_state_space_heads_divide_the_inner_width():
+    config = tiny_config("bamba")
+    assert (config.mamba_expand * config.hidden_size) % config.mamba_n_heads == 0
+
+
+def test_helpers():
+    assert _pick_layers(["s", "s", "s", "f", "s", "f"], 2) == [0, 3]
+    assert _pick_layers([None] * 12, 2) == [0, 1]
+    assert _pick_layers(["a", "b", "c", "a"], 2) == [0, 1, 2]  # one of each kind, even past the count
+    assert sum(_scaled_sections([16, 24, 24], 4)) == 4
+    assert all(s >= 1 for s in _scaled_sections([16, 24, 24], 4))

@@ -1,0 +1,144 @@
+"""Shrink rules that keep a config's own validation satisfied once layers, width and heads are small.
+
+Configs check relations between fields in their constructor; a generic shrink that sets only the standard
+fields breaks them. These rules restore each relation from what the fields mean (never from the model type):
+
+- per-layer lists (`layer_types`, and every list as long as the original layer count) are cut to the new
+  layer count, keeping one layer of each distinct kind (a sliding and a full attention layer), with the same
+  layers chosen in every list;
+- an explicit `head_dim` larger than the shrunk width allows becomes hidden / heads (doubled while a partial
+  rotary part of it would not be a multiple of 4);
+- multimodal rotary sections (`mrope_section`, in `rope_scaling` or `rope_parameters`) are rescaled so that
+  they still sum to half the head size;
+- state-space head counts (`mamba_n_heads`, `ssm_num_heads`…) become a divisor of the shrunk inner width, and
+  an explicit state-space head size follows them.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+_LAYER_COUNTS = ("num_hidden_layers", "num_layers", "n_layer", "n_layers")
+_NOT_PER_LAYER = ("id2label", "label2id", "architectures", "out_indices", "out_features", "stage_names")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _fields(config: Any) -> dict[str, Any]:
+    return {k: v for k, v in vars(config).items() if not k.startswith("_")}
+
+
+def _pick_layers(kinds: list[Any], count: int) -> list[int]:
+    """Indices of `count` layers: the first layer of each distinct kind, then the first layers in order."""
+    picked: list[int] = []
+    for i, kind in enumerate(kinds):
+        if kind not in [kinds[j] for j in picked]:
+            picked.append(i)
+    for i in range(len(kinds)):
+        if len(picked) >= count:
+            break
+        if i not in picked:
+            picked.append(i)
+    return sorted(picked[:max(count, len(picked))])
+
+
+def _per_layer(config: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    fields = _fields(config)
+    key = next((k for k in _LAYER_COUNTS if k in kwargs and _is_int(fields.get(k))), None)
+    if key is None:
+        return {}
+    before, after = fields[key], kwargs[key]
+    kinds = fields.get("layer_types")
+    lists = {k: v for k, v in fields.items() if isinstance(v, (list, tuple)) and len(v) == before and before > after
+             and k not in _NOT_PER_LAYER and k not in kwargs}
+    if not lists:
+        return {}
+    picked = _pick_layers(list(kinds) if isinstance(kinds, (list, tuple)) and len(kinds) == before
+                          else [None] * before, after)
+    changes: dict[str, Any] = {k: [v[i] for i in picked] for k, v in lists.items()}
+    if len(picked) != after:
+        changes[key] = len(picked)  # one layer of each kind needs more than the default count
+    return changes
+
+
+def _rotary_factors(config: Any) -> list[float]:
+    """Every `partial_rotary_factor` of the config, at the top level or in its rope parameter dicts."""
+    found: list[float] = []
+    stack: list[Any] = [_fields(config)]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            value = item.get("partial_rotary_factor")
+            if isinstance(value, float) and 0 < value < 1:
+                found.append(value)
+            stack.extend(v for v in item.values() if isinstance(v, dict))
+    return found
+
+
+def _scaled_sections(sections: list[int], total: int) -> list[int]:
+    """`sections` rescaled to integers >= 1 summing to `total` (largest remainders first)."""
+    whole = sum(sections)
+    raw = [s * total / whole for s in sections]
+    out = [max(1, int(r)) for r in raw]
+    order = sorted(range(len(raw)), key=lambda i: raw[i] - int(raw[i]), reverse=True)
+    i = 0
+    while sum(out) < total:
+        out[order[i % len(out)]] += 1
+        i += 1
+    while sum(out) > total and max(out) > 1:
+        out[out.index(max(out))] -= 1
+    return out
+
+
+def _rope(config: Any, head_dim: int) -> dict[str, Any]:
+    changes: dict[str, Any] = {}
+    for name in ("rope_scaling", "rope_parameters"):
+        value = getattr(config, name, None)
+        if not isinstance(value, dict):
+            continue
+        section = value.get("mrope_section")
+        if isinstance(section, (list, tuple)) and section and sum(section) != head_dim // 2 >= len(section):
+            changes[name] = {**value, "mrope_section": _scaled_sections(list(section), head_dim // 2)}
+    return changes
+
+
+def _state_space(config: Any, kwargs: dict[str, Any], hidden: int) -> dict[str, Any]:
+    fields = _fields(config)
+    changes: dict[str, Any] = {}
+    expand = fields.get("mamba_expand", fields.get("expand", 2))
+    inner = int(expand * hidden) if isinstance(expand, (int, float)) else 2 * hidden
+    if _is_int(fields.get("mamba_d_ssm")) and "mamba_d_ssm" not in kwargs:
+        inner = fields["mamba_d_ssm"]  # an explicit inner width (falcon_h1) keeps its own heads
+    for name in ("mamba_n_heads", "ssm_num_heads", "mamba_num_heads"):
+        if _is_int(fields.get(name)) and name not in kwargs and inner % fields[name]:
+            changes[name] = 4
+            for head in ("mamba_d_head", "ssm_head_dim", "mamba_head_dim"):
+                if _is_int(fields.get(head)):
+                    changes[head] = inner // 4
+    return changes
+
+
+def consistency_kwargs(config: Any, kwargs: dict[str, Any], hidden: int, heads: int) -> dict[str, Any]:
+    """Changes that keep `config`'s own validation satisfied after the shrink `kwargs` (see the module doc)."""
+    changes = _per_layer(config, kwargs)
+    width, n_heads = kwargs.get("hidden_size", hidden), kwargs.get("num_attention_heads", heads)
+    if not (_is_int(width) and _is_int(n_heads)):
+        return changes  # per-stage widths and heads (hierarchical vision models): tiny_stages' business
+    head_dim = _fields(config).get("head_dim")  # a field, not a property derived from the width
+    if _is_int(head_dim) and "hidden_size" in kwargs and head_dim > width // n_heads:
+        small = width // n_heads
+        while any((small * f) % 4 for f in _rotary_factors(config)) and small < head_dim:
+            small *= 2  # a partial rotary part must stay a multiple of 4 (two M-RoPE axes of pairs)
+        head_dim = changes["head_dim"] = small
+    if not _is_int(head_dim):
+        head_dim = width // n_heads
+    changes.update(_rope(config, head_dim))
+    changes.update(_state_space(config, kwargs, width))
+    if changes:
+        logger.debug("tiny: consistency changes %s", changes)
+    return changes
