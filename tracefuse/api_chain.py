@@ -118,7 +118,8 @@ def export_chain(
                 result = api_passes.quantize(current, dest, mode=quantize, overwrite=overwrite, chain=record,
                                              **(quantize_options or {}), **common)
                 options = {"mode": quantize, **{k: v for k, v in (quantize_options or {}).items() if v is not None}}
-            steps.append(_summary(name, options, time.perf_counter() - start, result.report))
+            steps.append({**_summary(name, options, time.perf_counter() - start, result.report),
+                          "passes": [e["name"] for e in result.passes]})
             if result.report is not None and not result.report["passed"]:
                 # As `tracefuse optimize` / `quantize` do, a last step that fails validation still writes its
                 # artifact (its manifest says it failed); a failed intermediate step writes nothing at out.

@@ -146,6 +146,11 @@ def export(
     text_file: TextFileOpt = None,
     threads: ThreadsOpt = None,
     json_path: JsonOpt = None,
+    optimize: Annotated[str | None, typer.Option("--optimize", help="onnx only: then optimize with this preset "
+                                                 "(cpu, cuda, tensorrt, standard); only the final artifact is "
+                                                 "kept, each step is validated.")] = None,
+    quantize: Annotated[str | None, typer.Option("--quantize", help="onnx only: then quantize in this mode "
+                                                 "(dynamic, static, int4), after --optimize when given.")] = None,
     aot: Annotated[bool, typer.Option("--aot", help="pt2 only: compile with AOTInductor into a native "
                                       "package (needs a C++ compiler; slow).")] = False,
     shapes: Annotated[str | None, typer.Option("--shapes", help="tflite only: fixed-shape signatures, one size "
@@ -169,6 +174,14 @@ def export(
         from tracefuse.resources import parse_size
 
         texts = _texts(text, text_file)
+        if optimize or quantize:
+            from tracefuse.cli_passes import export_chain
+
+            return export_chain(model, output, optimize=optimize, quantize=quantize, validate=not no_validate,
+                                export_options={"format": format, "task": task, "opset": opset, "exporter": exporter,
+                                                "max_memory": parse_size(max_memory) if max_memory else None,
+                                                "use_cache": not no_cache, "with_preprocessor": with_preprocessor},
+                                overwrite=overwrite, inputs=inputs, texts=texts, threads=threads, json_path=json_path)
         with _progress() as progress:
             result = api.export(model, output, format=format, task=task, opset=opset, exporter=exporter,
                                 max_memory=parse_size(max_memory) if max_memory else None,
