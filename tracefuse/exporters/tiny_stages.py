@@ -12,7 +12,8 @@ mean, read from their names and values, never from the model type:
   scaled by one common factor (so `in_channels[i+1] == out_channels[i]` still holds) to a multiple of 8, which
   every stage's head count divides;
 - scalars that equaled the hidden width (`embedding_size` in squeezebert, `pooler_output_size`) follow it;
-- window and patch sizes are capped, not raised, so the small image still covers every stage's window;
+- window sizes are capped, not raised, so the small image still covers every stage's window; patch sizes
+  are kept (levit's is the stride of its fixed convolution stem);
 - nested configs are shrunk with the same rules; a timm backbone is replaced by the config's own
   Transformers default backbone (so no timm is needed, and it is shrunk too).
 """
@@ -32,9 +33,9 @@ HIDDEN_FIELDS = ("hidden_size", "d_model", "n_embd", "dim")
 _WIDTH_WORDS = ("hidden_size", "hidden_dim", "embed_dim", "channels", "conv_dim", "tdnn_dim", "dims", "key_dim")
 _NOT_STAGES = ("out_indices", "out_features", "stage_names", "id2label", "label2id")
 _STAGE_COUNTS = ("num_stages", "num_encoder_blocks", "num_layers")
-# Capped, never raised: a patch of 2 (mobilevit) or a window of 7 over a 4x4 grid must stay valid, and a
-# 32-letter CTC vocabulary (wav2vec2) stays 32.
-_CAPS = {"window_size": 4, "patch_size": 8, "vocab_size": 1000}
+# Capped, never raised: a window of 7 over a 4x4 grid must stay valid, and a 32-letter CTC vocabulary
+# (wav2vec2) stays 32. Patch sizes are kept: one can be the stride of a hard-coded stem (levit: 16).
+_CAPS = {"window_size": 4, "vocab_size": 1000}
 
 
 def _is_int(value: Any) -> bool:
