@@ -234,6 +234,7 @@ def _tracefuse_rules():
 ATTENTION_STAGES = (
     Stage("scalar_where", lambda: _tracefuse_rules().scalar_where_rules()),
     Stage("score_bias_mask", lambda: _tracefuse_rules().score_bias_mask_rules()),
+    Stage("batched_heads", lambda: _tracefuse_rules().batched_heads_rules(), shape_inference=True),
     Stage("rotary_embedding", _ort("ort_fusions.rotary_embedding", "rotary_embedding_rules")),
     Stage("cos_sin_cache", _ort("ort_fusions.cos_sin_cache", "cos_sin_cache_rules")),
     Stage("partial_rotary_embedding", _ort("ort_fusions.rotary_embedding", "partial_embedding_rules")),

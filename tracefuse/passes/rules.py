@@ -220,3 +220,66 @@ class SplitAttentionOutputReshape(pattern.RewriteRuleClassBase):
 def split_output_reshape_rules() -> pattern.RewriteRuleSet:
     """The 2-D attention-output Reshape split into a 3-D one and the original."""
     return pattern.RewriteRuleSet([SplitAttentionOutputReshape.rule()])
+
+
+def _rank(value: ir.Value | None) -> int | None:
+    return len(value.shape) if value is not None and value.shape is not None else None
+
+
+class BatchedHeadsAttention(pattern.RewriteRuleClassBase):
+    """DeBERTa's attention on 3-D (batch · heads, sequence, head size) tensors, written back in 4-D.
+
+    DeBERTa(-v2) reshapes Q, K, V from (batch, heads, sequence, head size) to (batch · heads, ...),
+    computes `Q · (Kᵀ / scale)` with 3-D MatMuls, reshapes the scores to 4-D to fill the masked places
+    with the lowest float (`masked_fill`, a Where), and goes back to 3-D after the Softmax. onnxscript's
+    SDPA rule wants 4-D operands and an additive mask: this rule writes the same computation on the
+    4-D tensors, the mask as `scores + Where(masked, lowest, 0)` (the softmax of either is the same), and
+    reshapes the result to the 3-D shape the graph expects.
+    """
+
+    def pattern(self, op, q4, k4, v4, q_shape, k_shape, v_shape, scale, s_shape, cond, lowest, p_shape):
+        """The 3-D form, from the three 4-D inputs to the 3-D attention output."""
+        q3 = op.Reshape(q4, q_shape, _outputs=["q3"])
+        k3 = op.Reshape(k4, k_shape)
+        v3 = op.Reshape(v4, v_shape)
+        scores = op.MatMul(q3, op.Div(op.Transpose(k3, perm=[0, 2, 1]), scale))
+        masked = op.Where(cond, lowest, op.Reshape(scores, s_shape))
+        probs = op.Reshape(op.Softmax(masked, axis=-1), p_shape)
+        return op.MatMul(probs, v3)
+
+    def check(self, context, q4, k4, v4, q3, scale, lowest, **_) -> pattern.MatchResult:
+        """4-D Q/K/V of the same rank-4 layout, a scalar scale and a large negative fill value."""
+        result = pattern.MatchResult()
+        for name, v in (("query", q4), ("key", k4), ("value", v4)):
+            if _rank(v) != 4:
+                return result.fail(f"the {name} before the 3-D reshape is not 4-D", v)
+        if _rank(q3) != 3 or q3.shape[1:] != q4.shape[2:]:
+            return result.fail("the query reshape does not merge batch and heads", q3)
+        for name, v in (("scale", scale), ("fill value", lowest)):
+            tensor = ir.convenience.get_const_tensor(v)
+            if tensor is None or tensor.size != 1:
+                return result.fail(f"the {name} is not a constant scalar", v)
+        if float(ir.convenience.get_const_tensor(lowest).numpy().reshape(())) > -1e4:
+            return result.fail("the masked_fill value is not a large negative number", lowest)
+        return result
+
+    def rewrite(self, op, q4, k4, v4, scale, cond, lowest, **_):
+        """softmax(Q·(Kᵀ/scale) + Where(cond, lowest, 0))·V in 4-D, reshaped to (-1, sequence, head size)."""
+        fill = ir.convenience.get_const_tensor(lowest).numpy()
+        zero = op.Constant(value=ir.tensor(np.zeros((), dtype=fill.dtype)))
+        if fill.dtype in (np.float32, np.float64):
+            # -1e30, not the lowest float: ONNX Runtime's Attention gives zeros for a query row masked
+            # entirely with the lowest float (a padded position), where Softmax gives the uniform row
+            # DeBERTa computes. Any masked score still underflows to 0 after the Softmax.
+            lowest = op.Constant(value=ir.tensor(np.array(-1e30, dtype=fill.dtype)))
+        scores = op.MatMul(q4, op.Div(op.Transpose(k4, perm=[0, 1, 3, 2]), scale))
+        probs = op.Softmax(op.Add(scores, op.Where(cond, lowest, zero)), axis=-1)
+        out4 = op.MatMul(probs, v4)
+        shape3 = op.Concat(op.Constant(value_ints=[-1]), op.Shape(out4, start=2), axis=0)
+        return op.Reshape(out4, shape3)
+
+
+def batched_heads_rules() -> pattern.RewriteRuleSet:
+    """DeBERTa's 3-D attention to the 4-D form the SDPA rules match. The TorchScript export reads shapes
+    off the intermediate 3-D tensors, so the matched nodes are left in place (dead ones are removed later)."""
+    return pattern.RewriteRuleSet([BatchedHeadsAttention.rule(remove_nodes=False)])

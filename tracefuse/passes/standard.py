@@ -97,6 +97,7 @@ _SDPA = Stage("sdpa", _ort("ort_fusions.sdpa", "sdpa_rules"), shape_inference=Tr
 ATTENTION_STAGES = (
     Stage("scalar_where", lambda: _tracefuse_rules().scalar_where_rules()),
     Stage("score_bias_mask", lambda: _tracefuse_rules().score_bias_mask_rules()),
+    Stage("batched_heads", lambda: _tracefuse_rules().batched_heads_rules(), shape_inference=True),
     _SDPA,
     Stage("onnx_attention", lambda: _tracefuse_rules().sdpa_to_onnx_attention_rules()),
 )
