@@ -52,8 +52,8 @@ def ci(
                                           "machine) or 'ray' (Ray tasks; needs pip install 'tracefuse\\[ray]').")
                         ] = "local",
     address: Annotated[str | None, typer.Option("--address", help="With --executor ray: the cluster to use "
-                                                "(e.g. ray://head:10001); default: a running local cluster or a "
-                                                "new local instance.")] = None,
+                                                "(e.g. ray://head:10001, or auto for the cluster `ray start` runs "
+                                                "here); default: a new local Ray instance.")] = None,
     cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="The export cache (default: the recipe's "
                                                    "ci.cache_dir). With --executor ray on a cluster it must be on "
                                                    "storage every worker sees at the same path.")] = None,

@@ -84,7 +84,7 @@ def test_address_without_ray_executor_is_a_usage_error():
 def ray_instance():
     """A local Ray instance with 2 CPUs, started by the test and shut down after it."""
     ray = pytest.importorskip("ray", reason="the Ray executor needs ray: pip install 'tracefuse[ray]'")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 

@@ -73,7 +73,7 @@ def import_ray():
 
 
 class RayExecutor:
-    """Cells as Ray tasks on the cluster at `address` (None: a running local cluster, else a new local instance).
+    """Cells as Ray tasks on the cluster at `address` (None: a new local instance; "auto": the running one).
 
     At most `jobs` cells are in flight at once; each one's time limit counts from its submission. When this
     executor started Ray itself it shuts it down after the run; a Ray that was already initialized (by the
@@ -95,8 +95,8 @@ class RayExecutor:
         kwargs = {"log_to_driver": False, **self.init_kwargs}
         if self.address is None:
             kwargs.setdefault("include_dashboard", False)
-        try:
-            ray.init(address=self.address, **kwargs)
+        try:  # "local" starts a new instance even where RAY_ADDRESS or a (stale) local cluster is recorded
+            ray.init(address=self.address or "local", **kwargs)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise TracefuseError(f"cannot connect to the Ray cluster at {self.address or 'a new local instance'}",
                                  found=f"{type(exc).__name__}: {exc}",
