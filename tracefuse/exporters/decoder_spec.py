@@ -104,7 +104,7 @@ def decoder_spec_fields(loaded: Any) -> dict[str, Any] | None:
     layout = cache_layout(loaded.module)
     if layout is None:
         return None
-    module, config = loaded.module, loaded.config
+    module, config = loaded.module, loaded.config.get_text_config()  # a multimodal model's text tower
     dtype = str(next(module.parameters()).dtype).removeprefix("torch.")
     params = inspect.signature(module.forward).parameters
     inputs = [
