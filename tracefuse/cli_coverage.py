@@ -23,8 +23,8 @@ def coverage(
                                               "every type in Transformers' auto mappings).")] = None,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Probe only the first N model types "
                                               "(alphabetical).")] = None,
-    timeout: Annotated[float, typer.Option("--timeout", min=1, help="Seconds one model type may take before its "
-                                           "worker is killed and restarted.")] = 180.0,
+    timeout: Annotated[float, typer.Option("--timeout", min=1, help="CPU seconds one model type may use (or 4x that "
+                                           "in wall time) before its worker is killed and restarted.")] = 180.0,
     results: Annotated[Path | None, typer.Option("--results", help="JSONL file rows are appended to as they "
                                                  "finish; an existing one is resumed (default: next to --json, "
                                                  "else ./coverage.jsonl).")] = None,
@@ -72,7 +72,7 @@ def coverage(
 
         rows = run_coverage(pairs, results_path, work, jobs=jobs, timeout_s=timeout, resume=not fresh,
                             redo_failed=redo_failed, on_row=on_row)
-        report = build_report(rows, duration_s=time.time() - start, jobs=jobs)
+        report = build_report(rows, duration_s=time.time() - start, jobs=jobs, planned=[t for t, _ in pairs])
         write_report(report, json_path, markdown)
     s = report["summary"]
     out.print(f"{s['validated']} of {s['model_types']} model types validated at two shapes "

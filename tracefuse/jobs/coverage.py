@@ -78,8 +78,24 @@ def read_rows(path: Path) -> dict[str, dict[str, Any]]:
     return rows
 
 
+POLL_S = 1.0
+WALL_FACTOR = 4  # a type is also stopped after this many times its limit in wall time (a hang uses no CPU)
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system) a process has used, from /proc; None where there is no /proc."""
+    import os
+
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Worker:
-    """A long-lived probe process; `probe` sends it one model type and waits at most `timeout_s`."""
+    """A long-lived probe process; `probe` sends it one model type and waits until it has used `timeout_s` of
+    CPU time (so that a loaded, shared machine does not turn slow types into timeouts), or 4x that in wall time."""
 
     def __init__(self, index: int, work_dir: Path, threads: int) -> None:
         self.index, self.work_dir, self.threads = index, work_dir, threads
@@ -122,17 +138,24 @@ class Worker:
         start = time.perf_counter()
         base = {"model_type": model_type, "task": task, "exported": False, "exporter": None}
         self.conn.send({"model_type": model_type, "task": task})
+        cpu0 = _cpu_seconds(self.proc.pid)
+        ready, row, spent = False, None, 0.0
         try:
-            ready = self.conn.poll(timeout_s)
+            while not ready:
+                ready = self.conn.poll(POLL_S)
+                spent = _cpu_seconds(self.proc.pid) - cpu0 if cpu0 is not None else time.perf_counter() - start
+                if not ready and (spent > timeout_s or time.perf_counter() - start > WALL_FACTOR * timeout_s):
+                    break
             row = self.conn.recv() if ready else None
         except (EOFError, OSError):
             ready, row = True, None
         wall = round(time.perf_counter() - start, 2)
         if row is not None:
             self.done += 1
-            return row
+            return {**row, "cpu_seconds": round(spent, 2)}
         if not ready:
-            reason = f"TimeoutError: no result within the {timeout_s:g} s limit per model type; the worker was killed"
+            reason = (f"TimeoutError: no result within the {timeout_s:g} s limit per model type (CPU time "
+                      f"{spent:.0f} s, wall {wall:.0f} s); the worker was killed")
             status = "timeout"
         else:
             self.proc.join(5)

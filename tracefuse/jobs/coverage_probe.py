@@ -19,6 +19,10 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 REASON_CHARS = 240
+# Exporters tried in turn when the previous one fails at the export stage: torch.onnx dynamo (the default),
+# transformers' own exporter (its op patches, FX fixes and ONNX translations: grouped_mm, views of
+# non-contiguous tensors, vmap masks; plain graphs only), then the TorchScript-based exporter.
+FALLBACKS = ("dynamo", "transformers", "torchscript")
 # progress messages of api.export -> the stage they start
 _STAGES = (("loading", "build"), ("probing", "forward"), ("exporting", "export"), ("validating", "validate"))
 # wrapper errors whose own first line says less than their cause
@@ -88,7 +92,7 @@ def probe(model_type: str, task: str, work_dir: Path, *, fallback: bool = True) 
 
     Status: `validated` (ONNX Runtime matches PyTorch at both shapes), `mismatch` (exported, but outputs
     differ), `failed` (an error at `stage`: config, build, forward, export or validate). When the dynamo
-    exporter fails, the TorchScript exporter is tried (`fallback`); the row names the exporter that worked.
+    exporter fails, the FALLBACKS are tried in turn (`fallback`); the row names the exporter that worked.
     """
     from tracefuse.exporters.tiny import tiny_config
 
@@ -101,7 +105,7 @@ def probe(model_type: str, task: str, work_dir: Path, *, fallback: bool = True) 
     except Exception as exc:  # noqa: BLE001 - the config's own validation rejected the shrink
         row.update(reason=reason_of(exc), seconds=round(time.perf_counter() - start, 2))
         return row
-    attempts = ("dynamo", "torchscript") if fallback else ("dynamo",)
+    attempts = FALLBACKS if fallback else FALLBACKS[:1]
     for exporter in attempts:
         stage = ["build"]
         try:
@@ -109,8 +113,8 @@ def probe(model_type: str, task: str, work_dir: Path, *, fallback: bool = True) 
         except Exception as exc:  # noqa: BLE001 - any failure is this model's row
             if exporter == "dynamo":
                 row.update(stage=stage[0], reason=reason_of(exc), traceback=traceback.format_exc()[-3000:])
-            else:
-                row["fallback_reason"] = reason_of(exc)  # the row keeps dynamo's reason, the default exporter
+            else:  # the row keeps dynamo's reason (the default exporter), the others' are listed
+                row.setdefault("fallback_reasons", {})[exporter] = reason_of(exc)
             if stage[0] != "export":
                 break  # the model itself fails before export: another exporter would not help
             continue

@@ -46,9 +46,10 @@ def reason_class(row: dict[str, Any]) -> str | None:
     return "other"
 
 
-def build_report(rows: list[dict[str, Any]], *, duration_s: float | None = None,
-                 jobs: int | None = None) -> dict[str, Any]:
-    """The coverage JSON: summary counts (from the rows), failure classes with counts, and the rows."""
+def build_report(rows: list[dict[str, Any]], *, duration_s: float | None = None, jobs: int | None = None,
+                 planned: list[str] | None = None) -> dict[str, Any]:
+    """The coverage JSON: summary counts (from the rows), failure classes with counts, and the rows; the
+    `planned` model types with no row yet (an interrupted run) are listed as not probed."""
     from transformers import __version__ as transformers_version
     from transformers.models.auto import modeling_auto
 
@@ -75,6 +76,7 @@ def build_report(rows: list[dict[str, Any]], *, duration_s: float | None = None,
             "by_exporter": {e: sum(r.get("exporter") == e for r in validated)
                             for e in sorted({str(r.get("exporter")) for r in validated})},
         },
+        "not_probed": [t for t in planned or [] if t not in {r["model_type"] for r in rows}],
         "failure_classes": sorted(({"class": k, "count": len(v), "model_types": v} for k, v in classes.items()),
                                   key=lambda c: (-c["count"], c["class"])),
         "rows": rows,
@@ -100,9 +102,16 @@ def to_markdown(report: dict[str, Any]) -> str:
         + (f", load average {' '.join(str(x) for x in report['load_average'])}" if report.get("load_average") else "")
         + ". Regenerate with `tracefuse coverage --jobs 2 --json coverage.json --markdown docs/coverage.md`.", "",
         "Each model type is built from its default config shrunk by `tiny:` (seeded random weights), for its main "
-        "task (feature-extraction when it has an `AutoModel` class), exported with torch.onnx dynamo (TorchScript "
-        "exporter when dynamo fails) and compared with PyTorch on ONNX Runtime CPU at the two validation shapes "
-        "of its ArchSpec. A reason is the first line of the exception that stopped it.", "",
+        "task (feature-extraction when it has an `AutoModel` class), exported with torch.onnx dynamo (when it fails: "
+        "transformers' own exporter, then the TorchScript exporter) and compared with PyTorch on ONNX Runtime "
+        "CPU at the two validation shapes of its ArchSpec. A reason is the first line of the exception that stopped it "
+        "(dynamo's when every exporter failed; the JSON has the others' too). A type is stopped after "
+        "`--timeout` CPU seconds (or 4x that in wall time).", "",
+    ]
+    if report.get("not_probed"):
+        lines += [f"**Incomplete run: {len(report['not_probed'])} more model types were not probed yet**: "
+                  + ", ".join(report["not_probed"]) + ".", ""]
+    lines += [
         "## Failures by class", "", "| class | count | model types |", "|---|---:|---|",
     ]
     for c in report["failure_classes"]:

@@ -1,0 +1,107 @@
+"""`tracefuse coverage` end to end on a few model types: one that validates, one that fails for a known
+reason (layoutlmv2 needs detectron2, which is not installed), the JSON and Markdown built from the rows,
+resuming from the JSONL, and a worker killed at its time limit and replaced."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tracefuse.jobs.coverage import Worker, read_rows, select_types
+from tracefuse.jobs.coverage_probe import reason_of
+from tracefuse.jobs.coverage_report import build_report, reason_class, to_markdown
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("detectron2") is not None,
+                                reason="layoutlmv2 is the known failure only where detectron2 is missing")
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
+    command = [sys.executable, "-c", "from tracefuse.cli import entrypoint; entrypoint()", *args]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+
+
+def _layoutlmv2_error() -> str:
+    """What building LayoutLMv2 raises here, straight from transformers (not through tracefuse)."""
+    from transformers import LayoutLMv2Config, LayoutLMv2Model
+
+    with pytest.raises(ImportError) as info:
+        LayoutLMv2Model(LayoutLMv2Config())
+    return str(info.value).strip().splitlines()[0]
+
+
+def test_coverage_cli_rows_counts_and_reasons(tmp_path):
+    jsonl, json_path, md = tmp_path / "rows.jsonl", tmp_path / "cov.json", tmp_path / "cov.md"
+    args = ["coverage", "--types", "bert,layoutlmv2", "--jobs", "2", "--results", str(jsonl), "--json",
+            str(json_path), "--markdown", str(md), "--work-dir", str(tmp_path / "work")]
+    done = _cli(*args)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "[2/2]" in done.stderr  # progress: n/total
+
+    report = json.loads(json_path.read_text())
+    rows = {r["model_type"]: r for r in report["rows"]}
+    assert set(rows) == {"bert", "layoutlmv2"}
+    bert, layout = rows["bert"], rows["layoutlmv2"]
+    assert bert["status"] == "validated" and bert["exported"] and bert["exporter"] == "dynamo"
+    assert len(bert["cases"]) == 2 and bert["cases"][0] != bert["cases"][1]  # two different shapes
+    assert bert["max_abs"] < 1e-3
+    assert layout["status"] == "failed" and not layout["exported"] and layout["stage"] == "build"
+    assert layout["reason"] == f"ImportError: {_layoutlmv2_error()}"[:240]
+    assert layout["reason_class"] == "optional package missing"
+    # the counts are the rows' counts
+    summary = report["summary"]
+    assert summary["model_types"] == 2 and summary["validated"] == 1 and summary["exported"] == 1
+    assert summary["failed"] == 1
+    assert report["failure_classes"] == [{"class": "optional package missing", "count": 1,
+                                          "model_types": ["layoutlmv2"]}]
+
+    text = md.read_text()
+    assert "**1 of 2 model types export to ONNX and validate at fp32 at two shapes**" in text
+    assert "| optional package missing | 1 | layoutlmv2 |" in text
+    assert "detectron2" in [line for line in text.splitlines() if line.startswith("| layoutlmv2 |")][0]
+
+    # a second run resumes: nothing is probed again and the rows stay as they were
+    lines = jsonl.read_text().splitlines()
+    again = _cli(*args)
+    assert again.returncode == 0, again.stderr
+    assert jsonl.read_text().splitlines() == lines
+    assert "[1/2]" not in again.stderr
+
+
+def test_worker_killed_at_time_limit_is_replaced(tmp_path):
+    (pair,) = select_types(["layoutlmv2"], None)
+    worker = Worker(0, tmp_path, threads=1)
+    try:
+        slow = worker.probe("bert", "feature-extraction", timeout_s=0.5)
+        assert slow["status"] == "timeout" and "0.5 s limit" in slow["reason"]
+        assert worker.proc is None  # killed
+        row = worker.probe(*pair, timeout_s=300)  # a fresh worker answers
+        assert row["status"] == "failed" and "detectron2" in row["reason"]
+    finally:
+        worker.stop()
+
+
+def test_reason_is_innermost_message_and_rows_resume(tmp_path):
+    try:
+        try:
+            raise ValueError("mrope_section must sum to head_dim // 2\nsecond line")
+        except ValueError as inner:
+            raise RuntimeError("Failed to export the model with torch.export. This is step 1/3") from inner
+    except RuntimeError as exc:
+        assert reason_of(exc) == "ValueError: mrope_section must sum to head_dim // 2"
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"model_type": "a", "status": "failed"}\n{"model_type": "a", "status": "validated"}\n{"mod')
+    assert read_rows(path) == {"a": {"model_type": "a", "status": "validated"}}  # last wins, torn line skipped
+    rows = [{"model_type": "x", "task": "feature-extraction", "status": "failed", "stage": "export",
+             "reason": "RuntimeError: No ONNX function found for <OpOverload(op='aten._grouped_mm')>"},
+            {"model_type": "y", "task": "feature-extraction", "status": "validated", "exported": True,
+             "exporter": "torchscript", "stage": "validate", "reason": None}]
+    assert reason_class(rows[0]) == "mixture of experts: grouped_mm"
+    report = build_report(rows)
+    assert report["summary"]["validated"] == 1 and report["summary"]["by_exporter"] == {"torchscript": 1}
+    assert "| x | feature-extraction | failed | - | export | RuntimeError: No ONNX function" in to_markdown(report)
