@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import onnx
 import onnx_ir as ir
 
 from tracefuse.graphs.onnx_file import save_onnx
@@ -113,9 +114,10 @@ def module_values(model: ir.Model) -> list[ModuleValue]:
 
 
 def with_outputs(model: ir.Model, value_names: Sequence[str], path: str | Path | None = None) -> bytes | str:
-    """A copy of `model` whose graph outputs also include the named values: serialized bytes, or, with
-    `path`, a file written there (weights in `<name>.data` beside it when they would not fit in one
-    protobuf; see save_onnx) whose path is returned. `model` itself is restored before returning: its
+    """A copy of `model` whose graph outputs also include the named values: serialized bytes (outputs and
+    nodes pruned to what the named values need, so a chunk of early layers does not run the whole graph),
+    or, with `path`, the whole graph written there (weights in `<name>.data` beside it when they would not
+    fit in one protobuf; see save_onnx) whose path is returned. `model` itself is restored before returning: its
     outputs list is the only thing touched, and only for the duration.
 
     Raises KeyError for a name that is not a value produced by a node of the top-level graph.
@@ -131,7 +133,38 @@ def with_outputs(model: ir.Model, value_names: Sequence[str], path: str | Path |
         if path is not None:
             save_onnx(model, path)
             return str(path)
-        return ir.serde.serialize_model(model).SerializeToString()
+        proto = ir.serde.serialize_model(model)
+        _prune(proto.graph, set(value_names))
+        return proto.SerializeToString()
     finally:
         model.graph.outputs.clear()
         model.graph.outputs.extend(original)
+
+
+def _subgraph_names(node: onnx.NodeProto) -> set[str]:
+    """Every value name the subgraphs of a control-flow node read (outer-scope values included)."""
+    names: set[str] = set()
+    for attr in node.attribute:
+        for graph in [attr.g] if attr.HasField("g") else list(attr.graphs):
+            for inner in graph.node:
+                names.update(inner.input)
+                names.update(_subgraph_names(inner))
+    return names
+
+
+def _prune(graph: onnx.GraphProto, wanted: set[str]) -> None:
+    """Keep only the named outputs, and only the nodes they depend on (in place; the order is kept)."""
+    needed = set(wanted)
+    keep = []
+    for node in reversed(graph.node):
+        if any(o in needed for o in node.output):
+            keep.append(node)
+            needed.update(i for i in node.input if i)
+            needed.update(_subgraph_names(node))
+    nodes = [onnx.NodeProto.FromString(n.SerializeToString()) for n in reversed(keep)]
+    outputs = [o for o in graph.output if o.name in wanted]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    kept_outputs = [onnx.ValueInfoProto.FromString(o.SerializeToString()) for o in outputs]
+    del graph.output[:]
+    graph.output.extend(kept_outputs)
