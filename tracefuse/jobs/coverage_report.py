@@ -13,25 +13,24 @@ from tracefuse import __version__
 
 # (class, pattern on "stage | reason"), first match wins. A class is a kind of fix, not a model.
 REASON_CLASSES: tuple[tuple[str, str], ...] = (
-    ("timeout or crash", r"^unknown \|"),
-    ("config rejects the shrink", r"^config \|"),
+    ("timeout or crash", r"^(timeout|crashed) \|"),
+    ("numerical mismatch", r"^mismatch \|"),
+    ("config rejects the shrink", r"^failed config \|"),
     ("optional package missing", r"requires the .* librar|No module named|pip install|is not installed|"
      r"requires? (timm|natten|pillow|PIL|torchvision|detectron)"),
     ("mixture of experts: grouped_mm", r"grouped_mm"),
     ("mrope / rotary sections", r"mrope|rope_section|rotary"),
     ("inputs it cannot build", r"main input|required positional argument|must specify|You have to specify|"
-     r"image tokens|grid_thw|bbox|visual_feats|pixel_values|input_features|input_values|should be provided|"
-     r"cannot generate inputs|are required|Image features"),
-    ("dynamo stride / reshape error", r"stride|view size is not compatible"),
-    ("dynamic shape guards", r"Constraints violated|specializ|guard|Dim\.|dynamic_shapes|symbolic|SymInt|"
-     r"data-dependent|GuardOnDataDependent"),
-    ("op without ONNX conversion", r"No ONNX function|Unsupported|not supported|unsupported"),
-    ("numerical mismatch", r"^validate \|.*(max_abs|exceeds|tolerance|cosine)"),
-    ("shape mismatch", r"shape"),
-    ("model construction", r"^build \|"),
-    ("forward error", r"^forward \|"),
-    ("export error", r"^export \|"),
-    ("validation error", r"^validate \|"),
+     r"image tokens|grid_thw|bbox|visual_feats|should be provided|cannot generate inputs|are required|"
+     r"Image features"),
+    ("dynamo stride / view error", r"^failed export .*(stride|view size is not compatible)"),
+    ("dynamic shape guards", r"^failed export .*(Constraints violated|specializ|guard|Dim\.|dynamic_shapes|"
+     r"symbolic|SymInt|data-dependent|GuardOnDataDependent)"),
+    ("op without ONNX conversion", r"^failed export .*(No ONNX function|Unsupported|not supported|unsupported)"),
+    ("model or spec construction", r"^failed build \|"),
+    ("forward error", r"^failed forward \|"),
+    ("export error", r"^failed export \|"),
+    ("validation error", r"^failed validate \|"),
 )
 
 
@@ -39,7 +38,9 @@ def reason_class(row: dict[str, Any]) -> str | None:
     """The class of a row's failure (None for a validated row)."""
     if row.get("status") == "validated":
         return None
-    text = f"{row.get('stage') or 'unknown'} | {row.get('reason') or ''}"
+    text = f"{row.get('status')} {row.get('stage') or 'unknown'} | {row.get('reason') or ''}"
+    if row.get("status") in ("timeout", "crashed", "mismatch"):
+        text = f"{row['status']} | {row.get('reason') or ''}"
     for name, pattern in REASON_CLASSES:
         if re.search(pattern, text):
             return name
