@@ -32,6 +32,8 @@ def coverage(
                                         "type again.")] = False,
     redo_failed: Annotated[bool, typer.Option("--redo-failed", help="Probe again the types whose row in --results "
                                               "is not validated (after a fix), keeping the validated ones.")] = False,
+    report_only: Annotated[bool, typer.Option("--report-only", help="Probe nothing: write --json/--markdown from "
+                                              "the rows already in --results (e.g. of an interrupted run).")] = False,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the JSON report here.")] = None,
     markdown: Annotated[Path | None, typer.Option("--markdown", help="Write the Markdown table here (e.g. "
                                                   "docs/coverage.md).")] = None,
@@ -59,7 +61,7 @@ def coverage(
             results_path = json_path.with_suffix(".jsonl") if json_path else Path("coverage.jsonl")
         else:
             results_path = results
-        work = work_dir or Path(tempfile.mkdtemp(prefix="tracefuse-coverage-"))
+        work = Path(".") if report_only else (work_dir or Path(tempfile.mkdtemp(prefix="tracefuse-coverage-")))
         passed = [0]
         start = time.time()
 
@@ -70,9 +72,19 @@ def coverage(
             err.print(f"[{n}/{total}] {mark} {escape(row['model_type'])} ({row.get('seconds', 0):.1f} s; "
                       f"{passed[0]} validated this run){why}", highlight=False)
 
-        rows = run_coverage(pairs, results_path, work, jobs=jobs, timeout_s=timeout, resume=not fresh,
-                            redo_failed=redo_failed, on_row=on_row)
-        report = build_report(rows, duration_s=time.time() - start, jobs=jobs, planned=[t for t, _ in pairs])
+        if report_only:
+            from tracefuse.jobs.coverage import read_rows
+
+            if not results_path.is_file():
+                raise TracefuseError("--report-only needs the rows of a run", found=f"no file {results_path}",
+                                     fix="pass --results ROWS.jsonl of an earlier run")
+            done = read_rows(results_path)
+            rows, duration = [done[t] for t, _ in pairs if t in done], None
+        else:
+            rows = run_coverage(pairs, results_path, work, jobs=jobs, timeout_s=timeout, resume=not fresh,
+                                redo_failed=redo_failed, on_row=on_row)
+            duration = time.time() - start
+        report = build_report(rows, duration_s=duration, jobs=jobs, planned=[t for t, _ in pairs])
         write_report(report, json_path, markdown)
     s = report["summary"]
     out.print(f"{s['validated']} of {s['model_types']} model types validated at two shapes "

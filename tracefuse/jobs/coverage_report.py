@@ -76,6 +76,9 @@ def build_report(rows: list[dict[str, Any]], *, duration_s: float | None = None,
             "validated_with_automodel": sum(r["model_type"] in with_automodel for r in validated),
             "by_exporter": {e: sum(r.get("exporter") == e for r in validated)
                             for e in sorted({str(r.get("exporter")) for r in validated})},
+            # CPU time the workers spent per type (rows that measured it): what an idle machine would need
+            "cpu_seconds": round(sum(r.get("cpu_seconds", 0.0) for r in rows), 1),
+            "cpu_measured": sum("cpu_seconds" in r for r in rows),
         },
         "not_probed": [t for t in planned or [] if t not in {r["model_type"] for r in rows}],
         "failure_classes": sorted(({"class": k, "count": len(v), "model_types": v} for k, v in classes.items()),
@@ -109,6 +112,13 @@ def to_markdown(report: dict[str, Any]) -> str:
         "(dynamo's when every exporter failed; the JSON has the others' too). A type is stopped after "
         "`--timeout` CPU seconds (or 4x that in wall time).", "",
     ]
+    if s.get("cpu_measured") and report.get("jobs"):
+        total = s["model_types"] + len(report.get("not_probed") or [])
+        mean = s["cpu_seconds"] / s["cpu_measured"]
+        lines += [f"The workers used {s['cpu_seconds']:.0f} CPU seconds for the {s['cpu_measured']} types that "
+                  f"measured it ({mean:.1f} s per type): a run of all {total} types on an idle machine with "
+                  f"--jobs {report['jobs']} would take about {total * mean / report['jobs'] / 60:.0f} min "
+                  "(a projection from CPU time; the wall time above is what this shared machine gave).", ""]
     if report.get("not_probed"):
         lines += [f"**Incomplete run: {len(report['not_probed'])} more model types were not probed yet**: "
                   + ", ".join(report["not_probed"]) + ".", ""]
