@@ -16,6 +16,7 @@ from tracefuse.runtimes.base import Runner
 
 RUNTIMES: dict[str, str] = {
     "ort-cpu": "tracefuse.runtimes.ort_cpu:OrtCpuRunner",
+    "onnx-reference": "tracefuse.runtimes.onnx_reference:OnnxReferenceRunner",
     "torchscript": "tracefuse.runtimes.torchscript:TorchScriptRunner",
     "pt2": "tracefuse.runtimes.pt2:Pt2Runner",
     "litert": "tracefuse.runtimes.litert:LiteRtRunner",
