@@ -161,3 +161,24 @@ def test_tiny_replaces_a_timm_backbone_and_shrinks_nested_configs():
     clip = load_source("tiny:clip", "zero-shot-image-classification").config
     assert clip.text_config.num_hidden_layers <= 2 and clip.vision_config.num_hidden_layers <= 2
     assert clip.text_config.hidden_size <= 64 and clip.vision_config.image_size <= 64
+
+
+def test_tasks_pick_the_right_head_and_input_axes():
+    from tracefuse.exporters.archspec import resolve_spec
+
+    asr = load_source("tiny:hubert", "automatic-speech-recognition")  # no seq2seq class: the CTC head
+    assert type(asr.module).__name__ == "HubertForCTC"
+    deit = load_source("tiny:deit", "image-classification")  # two classes listed: the first is built
+    assert type(deit.module).__name__ == "DeiTForImageClassification"
+    shapes, configs = {}, {}
+    for model_type, task in (("vit", "image-classification"), ("resnet", "image-classification"),
+                             ("swin", "image-classification"), ("audio-spectrogram-transformer", None)):
+        loaded = load_source(f"tiny:{model_type}", task)
+        shapes[model_type], configs[model_type] = resolve_spec(loaded).inputs[0].shape, loaded.config
+    vit_size = configs["vit"].image_size
+    assert shapes["vit"][2:] == (vit_size, vit_size)  # fixed position embeddings: the config's size
+    assert shapes["resnet"][2:] == ("height", "width")  # runs at any size: probed dynamic
+    swin_size = configs["swin"].image_size
+    assert shapes["swin"][2:] == (swin_size, swin_size)  # overridden: its window clamp is a branch on the size
+    ast = configs["audio-spectrogram-transformer"]
+    assert shapes["audio-spectrogram-transformer"] == ("batch", ast.max_length, ast.num_mel_bins)
