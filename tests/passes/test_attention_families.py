@@ -26,8 +26,8 @@ NOT_FUSED = {("deberta-v2", "torchscript"): "the attention scale is computed fro
 # Attention-fusing targets: ONNX Runtime's ops (cpu / cuda presets) and the standard opset-23 op.
 TARGETS = {"ort": "fuse-attention", "standard": "fuse-attention-standard"}
 # One of each attention form runs by default (under 3 minutes on a loaded 2-core machine); the rest, `slow`.
-QUICK = {("bert", "dynamo"), ("bert", "torchscript"), ("mpnet", "torchscript"), ("vit", "torchscript"),
-         ("gpt2", "torchscript"), ("llama", "torchscript"), ("deberta-v2", "dynamo")}
+QUICK = {("bert", "dynamo"), ("bert", "torchscript"), ("mpnet", "torchscript"), ("llama", "torchscript"),
+         ("deberta-v2", "dynamo")}
 
 
 def _params():
