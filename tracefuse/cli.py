@@ -338,6 +338,10 @@ from tracefuse import cli_gpu  # noqa: E402  (compile and bench commands: GPU ru
 app.command("compile")(cli_gpu.compile_cmd)
 app.command("bench")(cli_gpu.bench)
 
+from tracefuse import cli_debug  # noqa: E402  (debug command: the divergence finder)
+
+app.command("debug")(cli_debug.debug)
+
 
 def entrypoint() -> None:
     """Console-script entry point."""
