@@ -46,3 +46,12 @@ def test_helpers():
     assert _pick_layers(["a", "b", "c", "a"], 2) == [0, 1, 2]  # one of each kind, even past the count
     assert sum(_scaled_sections([16, 24, 24], 4)) == 4
     assert all(s >= 1 for s in _scaled_sections([16, 24, 24], 4))
+
+
+def test_mrope_sections_stated_when_the_default_config_omits_them():
+    from transformers import AutoConfig
+
+    assert "mrope_section" not in AutoConfig.for_model("glm4v_text").rope_parameters  # the model's built-in
+    text = tiny_config("glm4v_text")  # default ([8, 12, 12]) is sized for a 64-wide head
+    head = text.hidden_size // text.num_attention_heads
+    assert sum(text.rope_parameters["mrope_section"]) == head // 2

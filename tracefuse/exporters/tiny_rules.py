@@ -97,9 +97,15 @@ def _scaled_sections(sections: list[int], total: int) -> list[int]:
 
 def _rope(config: Any, head_dim: int) -> dict[str, Any]:
     changes: dict[str, Any] = {}
+    # A model with M-RoPE whose default config omits the sections falls back to a built-in default sized for
+    # a full-size head (e.g. [8, 12, 12] or [16, 24, 24]): state them, in those proportions, for the tiny head.
+    uses_mrope = "mrope_section" in getattr(type(config), "ignore_keys_at_rope_validation", ())
     for name in ("rope_scaling", "rope_parameters"):
         value = getattr(config, name, None)
         if not isinstance(value, dict):
+            continue
+        if uses_mrope and "rope_type" in value and "mrope_section" not in value and head_dim // 2 >= 3:
+            changes[name] = {**value, "mrope_section": _scaled_sections([2, 3, 3], head_dim // 2)}
             continue
         section = value.get("mrope_section")
         if isinstance(section, (list, tuple)) and section and sum(section) != head_dim // 2 >= len(section):
