@@ -217,6 +217,24 @@ def export(
     return ExportResult(load_artifact(out), report)
 
 
+def reference_source(manifest: Manifest, reference: str | None) -> str:
+    """The model to compare an artifact against: `reference`, else the source its manifest records. A
+    module:factory source named only by the manifest is refused: the manifest is not signed, and running
+    the Python it names would let whoever edits it run code here."""
+    recorded = manifest.source.get("path") if manifest.source.get("kind") == "local" else None
+    source = reference or recorded or manifest.source.get("id")
+    if not source:
+        raise TracefuseError("the manifest records no source to compare against", fix="pass --reference MODEL")
+    if reference is None and manifest.source.get("kind") == "factory":
+        raise TracefuseError(
+            "this artifact's reference is Python code (a module:factory source), and tracefuse does not run "
+            "code named by an artifact's manifest",
+            found=f"source {source}",
+            fix=f"pass it yourself if you trust it: --reference {source}",
+        )
+    return str(source)
+
+
 def validate(
     artifact: str | os.PathLike[str],
     *,
@@ -242,18 +260,7 @@ def validate(
     progress(f"loading artifact {artifact}")
     art = load_artifact(artifact)
     manifest = art.manifest
-    recorded_source = manifest.source.get("path") if manifest.source.get("kind") == "local" else None
-    source = reference or recorded_source or manifest.source.get("id")
-    if not source:
-        raise TracefuseError("the manifest records no source to compare against", fix="pass --reference MODEL")
-    if reference is None and manifest.source.get("kind") == "factory":
-        # The manifest is not signed: running the Python it names would let whoever edits it run code here.
-        raise TracefuseError(
-            "this artifact's reference is Python code (a module:factory source), and tracefuse does not run "
-            "code named by an artifact's manifest",
-            found=f"source {source}",
-            fix=f"pass it yourself if you trust it: --reference {source}",
-        )
+    source = reference_source(manifest, reference)
     progress(f"loading reference {source}")
     loaded = load_source(source, None if manifest.task == "custom" else manifest.task)
     notes = []

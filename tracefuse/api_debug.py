@@ -34,21 +34,6 @@ def _onnx(path: str | os.PathLike[str]) -> Artifact:
     return art
 
 
-def reference_source(manifest: Manifest, reference: str | None) -> str:
-    """The model to compare against: `reference`, else the source the manifest records. As `validate` does,
-    a module:factory source named only by the manifest is refused (the manifest is not signed)."""
-    recorded = manifest.source.get("path") if manifest.source.get("kind") == "local" else None
-    source = reference or recorded or manifest.source.get("id")
-    if not source:
-        raise TracefuseError("the manifest records no source to compare against", fix="pass --reference MODEL")
-    if reference is None and manifest.source.get("kind") == "factory":
-        raise TracefuseError(
-            "this artifact's reference is Python code (a module:factory source), and tracefuse does not run "
-            "code named by an artifact's manifest",
-            found=f"source {source}", fix=f"pass it yourself if you trust it: --reference {source}")
-    return str(source)
-
-
 def _check_modules(wrapper: Any, values: list, source: str) -> None:
     """Refuse a reference that lacks most of the modules the graph was exported from (the wrong model)."""
     names = {name for name, _ in wrapper.named_modules(remove_duplicate=False)}
@@ -96,7 +81,7 @@ def debug(
             found=f"exporter {m.export.get('exporter', 'unknown')}",
             fix="export with the dynamo exporter (--exporter dynamo, the default); passes that rebuild nodes "
                 "drop the names, so debug the artifact before `tracefuse optimize`")
-    source = reference_source(m, reference)
+    source = api.reference_source(m, reference)
     progress(f"loading reference {source}")
     loaded = load_source(source, None if m.task == "custom" else m.task)
     kwargs = {} if m.export.get("use_cache", True) else {"use_cache": False}
@@ -118,7 +103,7 @@ def _reexport(manifest: Manifest, reference: str | None, out: Path, progress: Pr
     """Export the reference again as the manifest records it (exporter, opset, task), unvalidated."""
     from tracefuse import api
 
-    source = reference_source(manifest, reference)
+    source = api.reference_source(manifest, reference)
     progress(f"re-exporting {source} to recover the graph the passes were applied to")
     kwargs = {} if manifest.export.get("use_cache", True) else {"use_cache": False}
     api.export(source, out, task=None if manifest.task == "custom" else manifest.task,
