@@ -4,7 +4,7 @@ By default one model per family not already in test_model_types (which exports v
 image classification): segformer (semantic segmentation, dynamic height/width), detr (object detection, no
 timm), wav2vec2 (CTC on a raw waveform of dynamic length), audio-spectrogram-transformer (audio
 classification, fixed mel frames) and clip (zero-shot image classification: text and image towers) — 5
-exports, about 5m50s at load average 11 on 2 cores (segformer and detr take two thirds of it).
+exports, 2m51s for the file at load average 7 on 2 cores, about 5m50s at load 11 (segformer and detr take half).
 TRACEFUSE_FULL_MATRIX=1 adds swin, vit, deit, convnext, resnet, mobilevit, hubert and clip's separate towers.
 The shrink tests below need no export and check that the generic tiny shrink keeps the relations between
 list-valued stage sizes.
