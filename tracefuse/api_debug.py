@@ -96,6 +96,12 @@ def debug(
     tol = {**m.tolerance, **(tolerance or {})}
     report = find_divergence(model, wrapper, feeds, [s.name for s in m.inputs], tol,
                              chunk=chunk or DEFAULT_CHUNK, threads=threads, progress=progress)
+    if not report["compared"]:
+        first = report["modules"][0] if report["modules"] else {}
+        raise TracefuseError(
+            "no module output of the graph could be compared with the reference's",
+            found=f"{first.get('module')}: {first.get('skipped')}" if first else "no modules",
+            fix="pass the model this artifact was exported from as --reference")
     return {"artifact": str(Path(artifact).absolute()), "reference_source": source, "case": case, **report}
 
 
