@@ -22,6 +22,7 @@ from tracefuse.errors import TracefuseError
 logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 180.0
+QUICK_RETRY_S = 10.0  # retried rows that failed faster than this run before new types, slower ones after
 RECYCLE_AFTER = 100  # types per worker before a fresh one (bounds memory from imported model modules)
 
 
@@ -186,6 +187,14 @@ def run_coverage(pairs: list[tuple[str, str]], results: Path, work_dir: Path, *,
         results.write_text("")
     todo = [(t, task) for t, task in pairs if t not in done or done[t].get("task") != task
             or (redo_failed and done[t].get("status") != "validated")]
+
+    def order(pair: tuple[str, str]) -> int:  # quick retries first, then new types, then slow retries
+        previous = done.get(pair[0])
+        if previous is None or previous.get("task") != pair[1]:
+            return 1
+        return 0 if float(previous.get("seconds") or 0.0) < QUICK_RETRY_S else 2
+
+    todo.sort(key=order)
     threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
     lock = threading.Lock()
     queue = list(todo)
