@@ -333,6 +333,10 @@ from tracefuse import cli_tflite  # noqa: E402  (quantize-tflite command)
 
 app.command("quantize-tflite")(cli_tflite.quantize_tflite)
 
+from tracefuse import cli_coverage  # noqa: E402  (coverage command)
+
+app.command("coverage")(cli_coverage.coverage)
+
 from tracefuse import cli_gpu  # noqa: E402  (compile and bench commands: GPU runtimes)
 
 app.command("compile")(cli_gpu.compile_cmd)
