@@ -62,7 +62,10 @@ def coverage(
         else:
             results_path = results
         work = Path(".") if report_only else (work_dir or Path(tempfile.mkdtemp(prefix="tracefuse-coverage-")))
-        passed = [0]
+        from tracefuse.jobs.coverage import read_rows
+
+        prior = {} if fresh else read_rows(results_path)
+        passed = [sum(prior.get(t, {}).get("status") == "validated" for t, _ in pairs)]  # resumed rows count too
         start = time.time()
 
         def on_row(row: dict[str, Any], n: int, total: int) -> None:
@@ -70,11 +73,9 @@ def coverage(
             mark = "[green]ok[/green]" if row["status"] == "validated" else f"[red]{row['status']}[/red]"
             why = "" if row["status"] == "validated" else f" {escape(str(row.get('reason'))[:110])}"
             err.print(f"[{n}/{total}] {mark} {escape(row['model_type'])} ({row.get('seconds', 0):.1f} s; "
-                      f"{passed[0]} validated this run){why}", highlight=False)
+                      f"{passed[0]} validated so far){why}", highlight=False)
 
         if report_only:
-            from tracefuse.jobs.coverage import read_rows
-
             if not results_path.is_file():
                 raise TracefuseError("--report-only needs the rows of a run", found=f"no file {results_path}",
                                      fix="pass --results ROWS.jsonl of an earlier run")
@@ -89,7 +90,9 @@ def coverage(
     s = report["summary"]
     out.print(f"{s['validated']} of {s['model_types']} model types validated at two shapes "
               f"({s['validated_with_automodel']} of {s['with_automodel']} with an AutoModel class); "
-              f"{s['exported']} exported; results in {results_path}")
+              f"{s['exported']} exported"
+              + (f"; {len(report['not_probed'])} not probed yet" if report["not_probed"] else "")
+              + f"; results in {results_path}")
     for c in report["failure_classes"][:8]:
         out.print(f"  {c['count']:4d}  {c['class']}")
     for path in (json_path, markdown):
