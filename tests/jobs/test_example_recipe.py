@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -55,6 +56,11 @@ def test_example_runs_3_models_x_2_formats_x_2_runtimes(runs):
     for c in report["cells"]:  # real numbers, within the recipe's tolerance
         worst = max(m["max_abs"] for m in c["metrics"].values())
         assert 0 <= worst <= 1e-4 and c["size_bytes"] > 0, c["id"]
+        assert set(c["error_hist"]) == set(c["metrics"])  # every value of every case lands in one bin
+        for output, hist in c["error_hist"].items():
+            values = sum(math.prod(o["shape"]) for case in c["report"]["cases"] for o in case["outputs"]
+                         if o["name"] == output)
+            assert sum(hist["counts"]) == values > 0 and hist["counts"][-1] == 0, (c["id"], output)
 
 
 @pytest.mark.slow
@@ -78,7 +84,9 @@ def test_example_html_has_a_table_per_model(runs):
     sections = page.split('<section class="model">')[1:]
     assert [s.split("</h2>")[0] for s in sections] == [f"<h2>{m}" for m in MODELS]
     for section in sections:  # a row per cell, a latency and an error plot per model, nothing fetched
-        assert section.count('<td class="pass">pass</td>') == 4 and section.count("<svg") == 2
+        assert section.count('<td class="pass">pass</td>') == 4
+        # latency and error bars, and an error histogram per output with a bar series per cell
+        assert section.count("<svg") == 2 + section.count('aria-label="error histogram') >= 3
         assert '<td class="l">onnx/none/ort-cpu</td>' in section
     assert "src=\"http" not in page and "<script" not in page
 

@@ -125,7 +125,11 @@ def test_html_report_is_self_contained(first_run):
     _, _, paths = first_run
     page = paths["html"].read_text()
     assert page.count('<section class="model">') == len(MODELS) + 2
-    assert page.count("<svg") == 2 * (len(MODELS) + 2)
+    report = json.loads(paths["json"].read_text())
+    histograms = {(c["model"], o) for c in report["cells"] for o in c.get("error_hist") or {}}
+    assert histograms  # validated cells record an error histogram per output
+    assert page.count('aria-label="error histogram') == len(histograms)
+    assert page.count("<svg") == 2 * (len(MODELS) + 2) + len(histograms)
     assert "src=\"http" not in page and "<script" not in page
 
 

@@ -149,3 +149,15 @@ def test_sqnr_in_decibels():
     assert compare("x", e + 0.1, e, atol=1.0, rtol=0.0)["sqnr_db"] == pytest.approx(20.0)  # 100 / 1 -> 20 dB
     assert compare("x", e + 0.01, e, atol=1.0, rtol=0.0)["sqnr_db"] == pytest.approx(40.0)
     assert compare("x", e, e, atol=1.0, rtol=0.0)["sqnr_db"] is None  # identical: no noise to measure
+
+
+def test_error_histogram_counts_hand_placed_errors_per_decade():
+    expected = np.zeros(6, dtype=np.float32)
+    # errors 0, 5e-10 (bin [0,1e-9)), 2e-7 ([1e-7,1e-6)), 1e-3 (edge: [1e-3,1e-2)), 0.5 ([0.1,1)), 7 ([1,inf))
+    actual = np.array([0.0, 5e-10, 2e-7, 1e-3, 0.5, 7.0], dtype=np.float64)
+    result = compare("y", actual, expected.astype(np.float64), atol=1e-4, rtol=0)
+    hist = result["error_hist"]
+    assert hist["edges"][:2] == [0.0, 1e-9] and hist["edges"][-1] == 1.0 and len(hist["edges"]) == 11
+    want = {0: 2, 3: 1, 7: 1, 9: 1, 10: 1}  # bin index -> count, worked out by hand from the edges above
+    assert hist["counts"] == [want.get(i, 0) for i in range(11)]
+    assert sum(hist["counts"]) == actual.size

@@ -53,6 +53,19 @@ def _metrics(report: dict[str, Any]) -> dict[str, dict[str, float]]:
     return worst
 
 
+def _error_hist(report: dict[str, Any]) -> dict[str, dict[str, list]]:
+    """Each output's error histogram summed over all cases."""
+    hists: dict[str, dict[str, list]] = {}
+    for case in report["cases"]:
+        for out in case["outputs"]:
+            h = out.get("error_hist")
+            if not h:
+                continue
+            total = hists.setdefault(out["name"], {"edges": list(h["edges"]), "counts": [0] * len(h["counts"])})
+            total["counts"] = [a + b for a, b in zip(total["counts"], h["counts"])]
+    return hists
+
+
 def _latency(report: dict[str, Any]) -> dict[str, float]:
     sums: dict[str, list[float]] = {}
     for case in report["cases"]:
@@ -116,7 +129,8 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
         "status": "pass" if report["passed"] else "fail",
         "message": None if report["passed"] else "; ".join(
             f"{f['output']} ({f['case']}): {f['metric']} — {f['reason']}" for f in failures),
-        "failures": failures, "metrics": _metrics(report), "latency_ms": _latency(report),
+        "failures": failures, "metrics": _metrics(report),
+        "error_hist": _error_hist(report), "latency_ms": _latency(report),
         "size_bytes": sum(int(f.get("size", 0)) for f in manifest.files.values()),
         "passes": [dict(p) for p in manifest.passes], "cache": "hit" if hit else "miss", "cache_key": key,
         "artifact": str(path), "seconds": seconds, "report": report,

@@ -6,13 +6,24 @@ from typing import Any
 
 import numpy as np
 
+# Lower edges of the error histogram's bins: [0, 1e-9), [1e-9, 1e-8), ... [0.1, 1), [1, inf).
+ERROR_HIST_EDGES: tuple[float, ...] = (0.0, *(10.0**k for k in range(-9, 1)))
+
+
+def error_histogram(diff: np.ndarray) -> dict[str, list]:
+    """Counts of absolute errors per decade bin (lower edges in `edges`; the last bin is open above)."""
+    edges = np.asarray(ERROR_HIST_EDGES[1:])
+    counts = np.bincount(np.searchsorted(edges, diff.ravel(), side="right"), minlength=len(ERROR_HIST_EDGES))
+    return {"edges": list(ERROR_HIST_EDGES), "counts": [int(c) for c in counts]}
+
 
 def compare(name: str, actual: np.ndarray, expected: np.ndarray, atol: float, rtol: float) -> dict[str, Any]:
     """Metrics of one output and whether it is within `|a - e| <= atol + rtol * |e|` everywhere.
 
     Returns max_abs, max_rel, mean_abs, cosine, sqnr_db (signal-to-quantization-noise ratio,
     10·log10(Σe² / Σ(a-e)²); None when the outputs are identical), and top1 (argmax agreement over the
-    last axis) for outputs whose name ends in "logits".
+    last axis) for outputs whose name ends in "logits", and error_hist (the absolute errors counted per
+    decade, see `error_histogram`).
     """
     result: dict[str, Any] = {
         "name": name, "shape": list(expected.shape), "dtype": str(expected.dtype),
@@ -31,6 +42,7 @@ def compare(name: str, actual: np.ndarray, expected: np.ndarray, atol: float, rt
     diff = np.abs(a[finite] - e[finite])
     ref = np.abs(e)[finite]
     result["max_abs"] = float(diff.max()) if diff.size else 0.0
+    result["error_hist"] = error_histogram(diff)
     result["mean_abs"] = float(diff.mean()) if diff.size else 0.0
     result["max_rel"] = float((diff / np.maximum(ref, atol)).max()) if diff.size else 0.0
     na, ne = np.linalg.norm(a[finite]), np.linalg.norm(e[finite])

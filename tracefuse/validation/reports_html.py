@@ -84,6 +84,57 @@ def _bars_svg(title: str, rows: list[tuple[str, list[tuple[str, float]]]], *, lo
     return "".join(parts)
 
 
+def _edge_label(edge: float) -> str:
+    return "0" if edge == 0 else f"1e{round(math.log10(edge))}"
+
+
+def _hist_svg(output: str, series: list[tuple[str, list[int]]], edges: list[float],
+              marker: float | None = None) -> str:
+    """Grouped vertical bars: per error decade, the share of the output's values in it, one bar per cell."""
+    left, top, plot_h, bar = 40, 42, 120, 6
+    group = bar * len(series) + 6
+    width = left + group * len(edges) + 20
+    height = top + plot_h + 36 + 16 * len(series)
+    title = f"error histogram · {output}"
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{max(width, 420)}" height="{height}" role="img" '
+             f'aria-label="{_e(title)}"><text x="4" y="16" font-size="13" font-weight="bold">{_e(title)}</text>'
+             '<text x="4" y="30" font-size="10" fill="#555">share of the values per |error| decade, all cases</text>',
+             f'<line x1="{left}" y1="{top + plot_h}" x2="{left + group * len(edges)}" y2="{top + plot_h}" '
+             f'stroke="#999"/><text x="4" y="{top + 8}" font-size="10" fill="#555">100%</text>']
+    for i, edge in enumerate(edges):
+        x0 = left + group * i
+        parts.append(f'<text x="{x0 + group / 2:.1f}" y="{top + plot_h + 12}" font-size="9" text-anchor="middle">'
+                     f'{_e(_edge_label(edge))}</text>')
+        if marker and edge <= marker < (edges[i + 1] if i + 1 < len(edges) else math.inf):
+            parts.append(f'<line x1="{x0:.1f}" y1="{top}" x2="{x0:.1f}" y2="{top + plot_h}" stroke="#cf222e" '
+                         f'stroke-dasharray="4 3"><title>atol {marker:g} lies in this decade</title></line>')
+        for j, (label, counts) in enumerate(series):
+            total = sum(counts) or 1
+            share = counts[i] / total
+            h = plot_h * share
+            parts.append(f'<rect x="{x0 + 3 + bar * j}" y="{top + plot_h - h:.1f}" width="{bar - 1}" height="{h:.1f}" '
+                         f'fill="{_COLORS[j % len(_COLORS)]}"><title>{_e(label)}: {counts[i]} of {total} values with '
+                         f'|error| ≥ {_e(_edge_label(edge))}</title></rect>')
+    y = top + plot_h + 30
+    for j, (label, _) in enumerate(series):
+        color = _COLORS[j % len(_COLORS)]
+        parts.append(f'<rect x="{left}" y="{y + 16 * j - 9}" width="10" height="10" fill="{color}"/>'
+                     f'<text x="{left + 14}" y="{y + 16 * j}" font-size="11">{_e(label)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _hist_plots(cells: list[dict[str, Any]], marker: float | None) -> str:
+    """One error histogram per output of the model, with a bar series per cell that recorded one."""
+    by_output: dict[str, list[tuple[str, list[int]]]] = {}
+    edges: dict[str, list[float]] = {}
+    for c in cells:
+        for output, h in (c.get("error_hist") or {}).items():
+            by_output.setdefault(output, []).append((c["id"].split("/", 1)[1], h["counts"]))
+            edges.setdefault(output, h["edges"])
+    return "".join(_hist_svg(o, series, edges[o], marker) for o, series in by_output.items())
+
+
 def _pass_label(record: dict[str, Any]) -> str:
     """A pass and its match count (the fusion count) when its statistics carry one."""
     stats = record.get("stats") if isinstance(record.get("stats"), dict) else {}
@@ -121,6 +172,7 @@ def _model_section(model: str, cells: list[dict[str, Any]]) -> str:
             f'</table><div class="plots">'
             f'{_bars_svg("error per output (worst over cases)", error_rows, log=True, unit="abs error", marker=atol)}'
             f'{_bars_svg("latency per runtime (mean over cases)", latency_rows, log=False, unit="ms")}'
+            f"{_hist_plots(cells, atol)}"
             f"</div></section>")
 
 
