@@ -20,10 +20,10 @@ EXAMPLE = Path(__file__).parents[2] / "examples" / "ci-recipe.toml"
 MODELS, FORMATS, RUNTIMES = ("bert", "vit", "gpt2"), ("onnx", "onnx-ts"), ("ort-cpu", "onnx-reference")
 
 
-def _ci(recipe: Path, cache: Path, out: Path) -> subprocess.CompletedProcess:
+def _ci(recipe: Path, cache: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
     command = [sys.executable, "-c", "from tracefuse.cli import entrypoint; entrypoint()", "ci", "--recipe",
                str(recipe), "--cache-dir", str(cache), "--json", str(out / "ci.json"), "--junit",
-               str(out / "ci.xml"), "--html", str(out / "ci.html")]
+               str(out / "ci.xml"), "--html", str(out / "ci.html"), *extra]
     return subprocess.run(command, capture_output=True, text=True, timeout=900,
                           env={**os.environ, "COLUMNS": "300"})
 
@@ -103,3 +103,20 @@ def test_example_second_run_exports_nothing(runs):
     assert {c["cache"] for c in again["cells"]} == {"hit"}
     before = {c["id"]: c["metrics"] for c in json.loads((first / "ci.json").read_text())["cells"]}
     assert {c["id"]: c["metrics"] for c in again["cells"]} == before
+
+
+@pytest.mark.slow
+def test_example_on_a_local_ray_instance_gives_the_local_results(runs):
+    pytest.importorskip("ray", reason="the Ray executor needs ray: pip install 'tracefuse[ray]'")
+    cache, _, first, _ = runs
+    out = first.parent / "ray"
+    out.mkdir()
+    done = _ci(first.parent / "recipe" / "ci-recipe.toml", cache.root, out, "--executor", "ray")
+    assert done.returncode == 0, done.stdout + done.stderr
+    local = json.loads((first / "ci.json").read_text())
+    remote = json.loads((out / "ci.json").read_text())
+    assert (local["executor"], remote["executor"]) == ("local", "ray")
+    assert remote["summary"] == {**local["summary"], "skipped": 0}
+    same = ("id", "status", "failures", "metrics", "error_hist", "cache_key", "passes", "size_bytes")
+    assert [{k: c.get(k) for k in same} for c in remote["cells"]] == [{k: c.get(k) for k in same}
+                                                                       for c in local["cells"]]
