@@ -19,10 +19,10 @@ from tracefuse.validation.inputs import generate_inputs
 FAMILIES = ["bert", "roberta", "distilbert", "albert", "electra", "deberta-v2", "xlm-roberta", "mpnet", "vit",
             "gpt2", "llama", "qwen2"]
 # DeBERTa-v2 runs attention as 3-D (batch · heads) MatMuls with a masked_fill; tracefuse's batched_heads
-# rule writes it back in 4-D for the dynamo export. The TorchScript export computes the scale at run time
-# (sqrt of the head size read with Shape ops), and the SDPA rule needs a constant scale: not fused yet.
-NOT_FUSED = {("deberta-v2", "torchscript"): "the attention scale is computed from Shape ops at run time, "
-                                            "not a constant: the SDPA rule does not match"}
+# rule writes it back in 4-D. Its TorchScript export computes the scale at run time (sqrt of the head size
+# read with Shape ops); cleanup's shape-op simplification folds it to a constant, so both exporters fuse.
+# (family, exporter) -> reason, for pairs expected not to fuse (strict xfail): none today.
+NOT_FUSED: dict[tuple[str, str], str] = {}
 # Attention-fusing targets: ONNX Runtime's ops (cpu / cuda presets) and the standard opset-23 op.
 TARGETS = {"ort": "fuse-attention", "standard": "fuse-attention-standard"}
 # One of each attention form runs by default (under 3 minutes on a loaded 2-core machine); the rest, `slow`.

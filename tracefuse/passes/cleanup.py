@@ -11,6 +11,7 @@ import onnx_ir.passes.common as common_passes
 
 from tracefuse.graphs.onnx_file import op_histogram
 from tracefuse.passes.base import FunctionPass, PassResult, register_pass
+from tracefuse.passes.shapes import simplify_shapes
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +34,8 @@ def cleanup(model: ir.Model, *, explain: bool = False) -> PassResult:
 
     measure("identity_elimination", lambda: common_passes.IdentityEliminationPass()(model))
     measure("constant_folding", lambda: optimizer.optimize(model, num_iterations=2))
-    measure("shape_simplification", lambda: shape_optimization.rules.apply_to_model(model))
+    measure("shape_simplification", lambda: (simplify_shapes(model),
+                                             shape_optimization.rules.apply_to_model(model)))
     measure("common_subexpressions", lambda: common_passes.CommonSubexpressionEliminationPass()(model))
     measure("dead_nodes", lambda: (common_passes.RemoveUnusedNodesPass()(model),
                                    common_passes.RemoveUnusedFunctionsPass()(model)))
