@@ -48,7 +48,7 @@ tolerance = { atol = 0.0, rtol = 0.0 }   # ONNX Runtime and PyTorch differ in th
 
 
 def test_each_cell_is_an_item_that_fails_with_its_metric(pytester):
-    pytester.makepyfile(tinymodels=MODELS, test_plain="def test_plain():\n    assert True\n")
+    pytester.makepyfile(tinymodels=MODELS, test_plain="def test_plain():\n    assert sum([1, 2]) == 3\n")
     recipe = pytester.makefile(".toml", ci=RECIPE)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--tracefuse-recipe", str(recipe),
                                            "-rA", "--junitxml=junit.xml", timeout=600)

@@ -11,31 +11,21 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
-
-from tracefuse.artifact import Artifact
 from tracefuse.errors import ArtifactError
-from tracefuse.runtimes.base import Runner
+from tracefuse.runtimes.ort_cpu import OrtCpuRunner
 
 logger = logging.getLogger(__name__)
 
 
-class OnnxReferenceRunner(Runner):
-    """Runs an ONNX artifact with onnx's numpy reference evaluator (standard ops only; single-threaded)."""
+class OnnxReferenceRunner(OrtCpuRunner):
+    """Runs an ONNX artifact with onnx's numpy reference evaluator (standard ops only; single-threaded).
+
+    It shares OrtCpuRunner's artifact checks and `run(names, feeds)` call (the evaluator has the same
+    signature as an ONNX Runtime session); only the session it opens differs.
+    """
 
     name = "onnx-reference"
     formats = ("onnx",)
-
-    def __init__(self, artifact: Artifact, *, threads: int | None = None) -> None:
-        if artifact.manifest.format != "onnx":
-            raise ArtifactError(
-                f"runtime {self.name} runs ONNX artifacts", found=f"a {artifact.manifest.format} artifact",
-                fix="choose a runtime for that format",
-            )
-        super().__init__(artifact.manifest.inputs, artifact.manifest.outputs)
-        self.artifact = artifact
-        self.threads = threads  # accepted for a uniform signature; the evaluator runs in numpy
-        self._evaluator = None
 
     def _open(self) -> None:
         import onnx
@@ -50,18 +40,10 @@ class OnnxReferenceRunner(Runner):
                 fix="run it on ort-cpu, or optimize with --preset standard for a graph of standard ops",
             )
         try:
-            self._evaluator = ReferenceEvaluator(model)
+            self._session = ReferenceEvaluator(model)
         except Exception as exc:  # noqa: BLE001 - the evaluator raises plain exceptions for unsupported ops
             raise ArtifactError(
                 f"onnx {onnx.__version__}'s reference evaluator cannot load {self.artifact.graph_path}",
                 found=(str(exc).strip().splitlines() or [type(exc).__name__])[0][:300],
                 fix="run it on ort-cpu, or upgrade onnx for newer ops",
             ) from exc
-
-    def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        names = [o.name for o in self.outputs]
-        values = self._evaluator.run(names, feeds)
-        return {n: np.asarray(v) for n, v in zip(names, values)}
-
-    def _close(self) -> None:
-        self._evaluator = None
