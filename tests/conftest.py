@@ -44,3 +44,15 @@ def decoder_artifact(artifacts_dir):
         return exported[model_type, task]
 
     return get
+
+
+@pytest.fixture
+def wide_consoles():
+    """Rich wraps at 80 columns when not on a terminal; CLI tests use this to keep messages with long tmp
+    paths on one line (`pytestmark = pytest.mark.usefixtures("wide_consoles")`)."""
+    from tracefuse import cli
+
+    saved = cli.out._width, cli.err._width
+    cli.out.width = cli.err.width = 1000
+    yield
+    cli.out._width, cli.err._width = saved

@@ -23,13 +23,7 @@ CORE_COMMANDS = ("export", "validate", "run", "inspect")
 TRACEFUSE = Path(sys.executable).with_name("tracefuse")
 
 
-@pytest.fixture(autouse=True)
-def wide_consoles():
-    """Rich wraps at 80 columns when not on a terminal; keep messages with long tmp paths on one line."""
-    saved = cli.out._width, cli.err._width
-    cli.out.width = cli.err.width = 1000
-    yield
-    cli.out._width, cli.err._width = saved
+pytestmark = pytest.mark.usefixtures("wide_consoles")  # conftest: keep long messages on one line
 
 
 def invoke(*args: str):

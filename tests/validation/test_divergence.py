@@ -24,13 +24,7 @@ PLANTED = "model.encoder.layer.1.intermediate.dense"  # the path inside the expo
 PLANTED_NAME = "encoder.layer.1.intermediate.dense"  # as the user's model names it
 
 
-@pytest.fixture(autouse=True)
-def wide_consoles():
-    """Rich wraps at 80 columns when not on a terminal; keep the messages on one line."""
-    saved = cli.out._width, cli.err._width
-    cli.out.width = cli.err.width = 1000
-    yield
-    cli.out._width, cli.err._width = saved
+pytestmark = pytest.mark.usefixtures("wide_consoles")  # conftest: keep long messages on one line
 
 
 def invoke(*args) -> tuple[int, str]:
