@@ -289,6 +289,9 @@ def _run_check(artifact: Artifact) -> None:
         call_target(target, artifact)
 
 
+_LOAD_ATTEMPTS = 10  # reads of an artifact that writers keep replacing before giving up
+
+
 def load_artifact(
     path: str | os.PathLike[str], *, verify: bool = True, trust_unverified: bool = False
 ) -> Artifact:
@@ -300,26 +303,43 @@ def load_artifact(
     `refuse_unverified`: ONNX with a warning, code-executing formats only with `trust_unverified`.
     """
     root = Path(path)
-    if not os.path.lexists(root):
-        atomic.recover(root)
-    if root.exists() and (root.is_file() or not (root / MANIFEST_NAME).exists()):
+    if _has_no_manifest(root):
         return _load_unverified(root, trust_unverified)
-    for attempt in range(3):
+    for attempt in range(_LOAD_ATTEMPTS):
+        found = atomic.recover(root)  # caught between a fallback swap's two renames: wait for it to finish
         identity = _dir_identity(root)
         try:
             return _load_checked(root, verify)
-        except ArtifactError:
+        except (ArtifactError, OSError):
             # A writer swapped a new artifact in while this one was being read: read the new one.
-            if attempt == 2 or _dir_identity(root) == identity:
+            swapped = _dir_identity(root) != identity or (found and identity is None)
+            if attempt == _LOAD_ATTEMPTS - 1 or not swapped:
                 raise
             logger.info("%s was replaced while it was being loaded; loading it again", root)
     raise AssertionError("unreachable")
 
 
-def _dir_identity(root: Path) -> tuple[int, int] | None:
+def _has_no_manifest(root: Path) -> bool:
+    """True for a graph file, or a directory that holds no manifest (not one caught mid-swap by a writer)."""
+    for _ in range(3):
+        if not os.path.lexists(root):
+            atomic.recover(root)  # waits for a writer's swap in progress, or rolls back a dead one's
+        identity = _dir_identity(root)
+        if identity is None or root.is_file():
+            return identity is not None
+        if (root / MANIFEST_NAME).exists():
+            return False
+        if _dir_identity(root) == identity:
+            return True  # the same directory before and after the look: it really has no manifest
+        # a fallback swap renamed the directory away between the two looks: look again
+    return False
+
+
+def _dir_identity(root: Path) -> tuple[int, int, int] | None:
+    """Which directory `root` names now; the ctime tells apart a new directory that reuses a deleted one's inode."""
     try:
         st = os.stat(root)
-        return st.st_dev, st.st_ino
+        return st.st_dev, st.st_ino, st.st_ctime_ns
     except OSError:
         return None
 

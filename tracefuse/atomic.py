@@ -115,10 +115,16 @@ def clean_stale(parent: Path) -> None:
 
 
 def recover(out: Path) -> bool:
-    """Put back the previous artifact at a missing `out` when a fallback swap died half-way; True if it did."""
+    """Make a missing `out` whole again if a writer is replacing it; True if `out` exists afterwards.
+
+    A live writer's fallback swap in progress is waited for (it holds the parent lock); one that died
+    half-way is rolled back to the previous artifact. A path no writer ever used costs no lock.
+    """
     out = Path(out).absolute()
     old = out.parent / (OLD_PREFIX + out.name)
-    if os.path.lexists(out) or not old.is_dir():
+    if os.path.lexists(out):
+        return True
+    if not old.is_dir() and not (out.parent / PARENT_LOCK).exists():
         return False
     try:
         with locked(out.parent / PARENT_LOCK):

@@ -66,3 +66,29 @@ def test_unwritable_parent_is_a_clear_error(tmp_path):
         out = tmp_path / "ro" / "art"
     with pytest.raises(ArtifactError, match="cannot write an artifact in"):
         write(str(out), "x", False, 0)
+
+
+@pytest.mark.parametrize("mode", ["exchange", "fallback"])
+def test_reader_never_fails_while_a_writer_replaces_the_artifact_back_to_back(tmp_path, mode):
+    """load_artifact during back-to-back swaps: a whole, verified artifact every time (never 'no manifest',
+    'no artifact' or a sha256 mismatch from mixing two versions)."""
+    import time
+
+    from tracefuse.artifact import load_artifact
+
+    out = tmp_path / "art"
+    write(str(out), "old", True, 0)
+    proc = subprocess.Popen([sys.executable, "-m", "tests.security.writer", str(out), "new", "--loop", "100000",
+                             *(["--fallback"] if mode == "fallback" else [])], cwd=REPO, env=_env(),
+                            stderr=subprocess.DEVNULL)
+    try:
+        seen: set[str] = set()
+        deadline = time.monotonic() + 6
+        while time.monotonic() < deadline:
+            art = load_artifact(out)
+            assert art.manifest.source["id"].startswith(("old", "new"))
+            seen.add(art.manifest.source["id"])
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    assert len(seen) > 3, seen  # the writer really was swapping while this read
