@@ -24,6 +24,7 @@ DEFAULT_TOLERANCE = {"atol": 1e-4, "rtol": 1e-3}
 TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 TEXT_SHAPES = ({"batch": 1, "sequence": 16}, {"batch": 3, "sequence": 37})
 TEXT_TRACE = {"batch": 2, "sequence": 9}
+DECODER_LENGTHS = (5, 7, 12)  # decoder_input_ids of a base encoder-decoder: trace, then the two shapes
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,21 @@ def _text_inputs(loaded: LoadedModel) -> tuple[TensorSpec, ...]:
                 continue
             fill = {"kind": "int", "low": 0, "high": type_vocab}
         specs.append(TensorSpec(name, "int64", ("batch", "sequence"), fill))
+    if getattr(loaded.config, "is_encoder_decoder", False) and "decoder_input_ids" in params and specs:
+        # an encoder-decoder's base model (feature-extraction) runs its decoder too: T5-style models have
+        # no default decoder input, so give it one, on an axis of its own (the two lengths are independent)
+        specs.append(TensorSpec("decoder_input_ids", "int64", ("batch", "decoder_sequence"),
+                                {"kind": "int", "low": 0, "high": int(config.vocab_size)}))
     return tuple(specs) + paired_image_inputs(loaded.config, params)
+
+
+def _text_shapes(inputs: tuple[TensorSpec, ...]) -> tuple[dict[str, int], tuple[dict[str, int], ...]]:
+    """Trace sizes and validation shapes of the text spec; a decoder axis gets lengths of its own."""
+    if not any("decoder_sequence" in spec.shape for spec in inputs):
+        return TEXT_TRACE, TEXT_SHAPES
+    trace = {**TEXT_TRACE, "decoder_sequence": DECODER_LENGTHS[0]}
+    shapes = tuple({**shape, "decoder_sequence": n} for shape, n in zip(TEXT_SHAPES, DECODER_LENGTHS[1:]))
+    return trace, shapes
 
 
 def _factory_spec(loaded: LoadedModel) -> ArchSpec:
@@ -140,7 +155,8 @@ def resolve_spec(loaded: LoadedModel, use_cache: bool = True) -> ArchSpec:
     if use_cache and (decoder := decoder_spec_fields(loaded)) is not None:  # decoders, encoder-decoders: KV cache
         spec = ArchSpec(loaded.model_type, loaded.task, **decoder)
     elif main_input == "input_ids":
-        spec = ArchSpec(loaded.model_type, loaded.task, _text_inputs(loaded), TEXT_TRACE, TEXT_SHAPES)
+        inputs = _text_inputs(loaded)
+        spec = ArchSpec(loaded.model_type, loaded.task, inputs, *_text_shapes(inputs))
     elif main_input == "pixel_values":
         dynamic = overrides.get("dynamic_image_size")
         if dynamic is None:
