@@ -14,8 +14,15 @@ from typing import Any
 
 from tracefuse.artifact import TensorSpec
 from tracefuse.errors import ExportError
+from tracefuse.exporters.audio_features import FEATURE_INPUTS, feature_fields
 from tracefuse.exporters.decoder_spec import decoder_spec_fields
-from tracefuse.exporters.media_spec import audio_fields, paired_image_inputs, runs_at_other_image_size, vision_fields
+from tracefuse.exporters.media_spec import (
+    DECODER_LENGTHS,
+    audio_fields,
+    paired_image_inputs,
+    runs_at_other_image_size,
+    vision_fields,
+)
 from tracefuse.exporters.sources import LoadedModel
 
 logger = logging.getLogger(__name__)
@@ -24,7 +31,6 @@ DEFAULT_TOLERANCE = {"atol": 1e-4, "rtol": 1e-3}
 TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 TEXT_SHAPES = ({"batch": 1, "sequence": 16}, {"batch": 3, "sequence": 37})
 TEXT_TRACE = {"batch": 2, "sequence": 9}
-DECODER_LENGTHS = (5, 7, 12)  # decoder_input_ids of a base encoder-decoder: trace, then the two shapes
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,20 @@ def _text_inputs(loaded: LoadedModel) -> tuple[TensorSpec, ...]:
     return tuple(specs) + paired_image_inputs(loaded.config, params)
 
 
+def _with_decoder_ids(spec: ArchSpec, loaded: LoadedModel) -> ArchSpec:
+    """An encoder-decoder base model fed by audio or images also gets decoder token ids (own axis)."""
+    config = loaded.config
+    if not getattr(config, "is_encoder_decoder", False) or "decoder_input_ids" not in _forward_params(loaded.module):
+        return spec
+    decoder = getattr(config, "decoder", None) or getattr(config, "text_config", None) or config
+    vocab = int(getattr(decoder, "vocab_size", None) or getattr(config, "vocab_size", 2))
+    ids = TensorSpec("decoder_input_ids", "int64", ("batch", "decoder_sequence"), {"kind": "int", "low": 0,
+                                                                                     "high": vocab})
+    trace = {**spec.trace_shape, "decoder_sequence": DECODER_LENGTHS[0]}
+    shapes = tuple({**shape, "decoder_sequence": n} for shape, n in zip(spec.validation_shapes, DECODER_LENGTHS[1:]))
+    return dataclasses.replace(spec, inputs=(*spec.inputs, ids), trace_shape=trace, validation_shapes=shapes)
+
+
 def _text_shapes(inputs: tuple[TensorSpec, ...]) -> tuple[dict[str, int], tuple[dict[str, int], ...]]:
     """Trace sizes and validation shapes of the text spec; a decoder axis gets lengths of its own."""
     if not any("decoder_sequence" in spec.shape for spec in inputs):
@@ -163,8 +183,12 @@ def resolve_spec(loaded: LoadedModel, use_cache: bool = True) -> ArchSpec:
             dynamic = runs_at_other_image_size(loaded.module, loaded.config)
         spec = ArchSpec(loaded.model_type, loaded.task, dynamic_image_size=dynamic,
                         **vision_fields(loaded.config, dynamic))
+        spec = _with_decoder_ids(spec, loaded)
     elif main_input == "input_values":
-        spec = ArchSpec(loaded.model_type, loaded.task, **audio_fields(loaded.config))
+        spec = _with_decoder_ids(ArchSpec(loaded.model_type, loaded.task, **audio_fields(loaded.config)), loaded)
+    elif main_input in FEATURE_INPUTS:
+        fields = feature_fields(loaded.module, loaded.config, main_input, loaded.model_type)
+        spec = ArchSpec(loaded.model_type, loaded.task, **fields)
     else:
         raise ExportError(
             f"model type '{loaded.model_type}' takes '{main_input}' as its main input, which this version "

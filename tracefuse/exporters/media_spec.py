@@ -26,6 +26,7 @@ AUDIO_SHAPES = ({"batch": 1, "samples": 4800}, {"batch": 3, "samples": 8000})
 AUDIO_TRACE = {"batch": 2, "samples": 6400}
 BATCH_SHAPES = ({"batch": 1}, {"batch": 3})
 BATCH_TRACE = {"batch": 2}
+DECODER_LENGTHS = (5, 7, 12)  # decoder_input_ids of a base encoder-decoder: trace, then the two shapes
 
 
 def image_config(config: Any) -> Any:

@@ -1,0 +1,40 @@
+"""Speech models whose main input is a spectrogram (`input_features`): layout, length and axes found generically."""
+
+from __future__ import annotations
+
+import onnx
+import pytest
+
+from tracefuse import api
+from tracefuse.errors import ExportError
+from tracefuse.exporters.audio_features import feature_fields, mel_bins
+
+
+def _graph_inputs(result) -> dict[str, tuple]:
+    graph = onnx.load(str(result.artifact.graph_path), load_external_data=False).graph
+    return {i.name: tuple(d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim) for i in graph.input}
+
+
+@pytest.mark.parametrize(("model_type", "expected"), [
+    ("parakeet_encoder", ("batch", "frames", 80)),  # conformer: frames first, any length
+    ("qwen2_audio_encoder", ("batch", 128, 3000)),  # Whisper-style: mel first, positions fix 3000 frames
+    ("speech_to_text", ("batch", "frames", 80)),  # an encoder-decoder: decoder ids on their own axis too
+])
+def test_spectrogram_models_validate_at_two_shapes(tmp_path, model_type, expected):
+    result = api.export(f"tiny:{model_type}", tmp_path / model_type, task="feature-extraction")
+    assert result.report is not None and result.report["passed"], result.report
+    assert len(result.report["cases"]) == 2
+    inputs = _graph_inputs(result)
+    assert inputs["input_features"] == expected
+    if model_type == "speech_to_text":
+        assert inputs["decoder_input_ids"] == ("batch", "decoder_sequence")
+
+
+def test_a_config_without_mel_bins_is_a_clear_error():
+    class Config:
+        hidden_size = 32
+
+    assert mel_bins(Config()) is None
+    with pytest.raises(ExportError) as info:
+        feature_fields(object(), Config(), "input_features", "made_up")
+    assert "mel-bin count" in str(info.value) and "num_mel_bins" in str(info.value)
