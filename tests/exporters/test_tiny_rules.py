@@ -55,3 +55,24 @@ def test_mrope_sections_stated_when_the_default_config_omits_them():
     text = tiny_config("glm4v_text")  # default ([8, 12, 12]) is sized for a 64-wide head
     head = text.hidden_size // text.num_attention_heads
     assert sum(text.rope_parameters["mrope_section"]) == head // 2
+
+
+@pytest.mark.parametrize("model_type", ["deepseek_v3", "minicpm3"])
+def test_latent_attention_head_sizes_shrink_together_and_validate(tmp_path, model_type):
+    from transformers import AutoConfig
+
+    from tracefuse import api
+
+    default = AutoConfig.for_model(model_type)
+    config = tiny_config(model_type)
+    assert config.qk_rope_head_dim < default.qk_rope_head_dim and config.kv_lora_rank < default.kv_lora_rank
+    assert config.head_dim == config.qk_rope_head_dim  # the rotary embedding is sized by head_dim
+    assert config.num_key_value_heads == config.num_attention_heads  # MLA: one KV head per query head
+    result = api.export(f"tiny:{model_type}", tmp_path / model_type, task="feature-extraction")
+    assert result.report is not None and result.report["passed"], result.report
+    assert len(result.report["cases"]) >= 2
+
+
+def test_an_unset_expert_count_gets_a_small_one():
+    config = tiny_config("deepseek_v2")  # its default config leaves num_experts_per_tok None
+    assert isinstance(config.num_experts_per_tok, int) and 1 <= config.num_experts_per_tok <= config.n_routed_experts

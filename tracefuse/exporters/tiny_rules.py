@@ -129,6 +129,30 @@ def _state_space(config: Any, kwargs: dict[str, Any], hidden: int) -> dict[str, 
     return changes
 
 
+_LATENT_HEAD_DIMS = ("qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim")
+_LATENT_RANKS = ("kv_lora_rank", "q_lora_rank")
+
+
+def _latent_attention(config: Any, kwargs: dict[str, Any], head_dim: int) -> dict[str, Any]:
+    """Multi-head latent attention (DeepSeek-V2 style: `kv_lora_rank`, `qk_rope_head_dim`…): its own head sizes,
+    shrunk to the new head size together (the rotary part is `head_dim`), and one KV head per query head."""
+    fields = _fields(config)
+    if not _is_int(fields.get("kv_lora_rank")) or not _is_int(fields.get("qk_rope_head_dim")):
+        return {}
+    changes: dict[str, Any] = {name: head_dim for name in _LATENT_HEAD_DIMS if _is_int(fields.get(name))}
+    changes.update({name: 2 * head_dim for name in _LATENT_RANKS if _is_int(fields.get(name))})
+    if _is_int(fields.get("qk_head_dim")):
+        changes["qk_head_dim"] = changes.get("qk_nope_head_dim", 0) + changes["qk_rope_head_dim"]
+    if "head_dim" in fields:
+        changes["head_dim"] = changes["qk_rope_head_dim"]  # the rotary embedding is sized by head_dim
+    if _is_int(fields.get("num_key_value_heads")) and "num_attention_heads" in kwargs:
+        changes["num_key_value_heads"] = kwargs["num_attention_heads"]
+    if "num_experts_per_tok" in fields and fields["num_experts_per_tok"] is None and _is_int(
+            fields.get("n_routed_experts")):
+        changes["num_experts_per_tok"] = min(2, fields["n_routed_experts"])  # a default left unset (deepseek_v2)
+    return changes
+
+
 def consistency_kwargs(config: Any, kwargs: dict[str, Any], hidden: int, heads: int) -> dict[str, Any]:
     """Changes that keep `config`'s own validation satisfied after the shrink `kwargs` (see the module doc)."""
     changes = _per_layer(config, kwargs)
@@ -145,6 +169,7 @@ def consistency_kwargs(config: Any, kwargs: dict[str, Any], hidden: int, heads: 
         head_dim = width // n_heads
     changes.update(_rope(config, head_dim))
     changes.update(_state_space(config, kwargs, width))
+    changes.update(_latent_attention(config, kwargs, head_dim))
     if changes:
         logger.debug("tiny: consistency changes %s", changes)
     return changes
