@@ -23,6 +23,7 @@ from tracefuse.exporters.media_spec import (
     runs_at_other_image_size,
     vision_fields,
 )
+from tracefuse.exporters.placeholders import image_placeholder_count, image_token_id, lowest_placeholder
 from tracefuse.exporters.sources import LoadedModel
 
 logger = logging.getLogger(__name__)
@@ -95,12 +96,27 @@ def _text_inputs(loaded: LoadedModel) -> tuple[TensorSpec, ...]:
                 continue
             fill = {"kind": "int", "low": 0, "high": type_vocab}
         specs.append(TensorSpec(name, "int64", ("batch", "sequence"), fill))
+    paired = paired_image_inputs(loaded.config, params)
+    if paired and specs and specs[0].name == "input_ids":
+        specs[0] = _with_image_placeholders(loaded, specs[0], paired[0])
     if getattr(loaded.config, "is_encoder_decoder", False) and "decoder_input_ids" in params and specs:
         # an encoder-decoder's base model (feature-extraction) runs its decoder too: T5-style models have
         # no default decoder input, so give it one, on an axis of its own (the two lengths are independent)
         specs.append(TensorSpec("decoder_input_ids", "int64", ("batch", "decoder_sequence"),
                                 {"kind": "int", "low": 0, "high": int(config.vocab_size)}))
-    return tuple(specs) + paired_image_inputs(loaded.config, params)
+    return tuple(specs) + paired
+
+
+def _with_image_placeholders(loaded: LoadedModel, ids: TensorSpec, pixels: TensorSpec) -> TensorSpec:
+    """input_ids that start with the image placeholders a llava-style model needs (unchanged if it needs none)."""
+    vocab = int(ids.fill["high"])
+    shape = tuple(1 if d == "batch" else d for d in pixels.shape)
+    count = image_placeholder_count(loaded.module, loaded.config, shape, vocab)
+    if not count:
+        return ids
+    high = min(vocab, lowest_placeholder(loaded.config) or vocab)
+    fill = {**ids.fill, "high": high, "prefix": [image_token_id(loaded.config)] * count}
+    return dataclasses.replace(ids, fill=fill)
 
 
 def _with_decoder_ids(spec: ArchSpec, loaded: LoadedModel) -> ArchSpec:
@@ -119,10 +135,12 @@ def _with_decoder_ids(spec: ArchSpec, loaded: LoadedModel) -> ArchSpec:
 
 def _text_shapes(inputs: tuple[TensorSpec, ...]) -> tuple[dict[str, int], tuple[dict[str, int], ...]]:
     """Trace sizes and validation shapes of the text spec; a decoder axis gets lengths of its own."""
-    if not any("decoder_sequence" in spec.shape for spec in inputs):
-        return TEXT_TRACE, TEXT_SHAPES
-    trace = {**TEXT_TRACE, "decoder_sequence": DECODER_LENGTHS[0]}
-    shapes = tuple({**shape, "decoder_sequence": n} for shape, n in zip(TEXT_SHAPES, DECODER_LENGTHS[1:]))
+    extra = max((len(spec.fill.get("prefix") or []) for spec in inputs), default=0)  # placeholders come first
+    trace = {**TEXT_TRACE, "sequence": TEXT_TRACE["sequence"] + extra}
+    shapes = tuple({**shape, "sequence": shape["sequence"] + extra} for shape in TEXT_SHAPES)
+    if any("decoder_sequence" in spec.shape for spec in inputs):
+        trace["decoder_sequence"] = DECODER_LENGTHS[0]
+        shapes = tuple({**shape, "decoder_sequence": n} for shape, n in zip(shapes, DECODER_LENGTHS[1:]))
     return trace, shapes
 
 

@@ -51,10 +51,30 @@ def tiny_config_kwargs(config: Any) -> dict[str, Any]:
     start = getattr(config, "decoder_start_token_id", None)
     if isinstance(start, int) and "vocab_size" in kwargs and start >= VOCAB:
         kwargs["decoder_start_token_id"] = VOCAB - 2  # it is embedded at the first decoder step
+    kwargs.update(special_token_kwargs(config))  # the vocabulary may be the text_config's: shrunk all the same
     # per-stage lists, tied widths, window/patch caps, nested configs (tiny_stages explains the rules)
     kwargs.update(stage_kwargs(config, kwargs.get("hidden_size", HIDDEN)))
     kwargs.update(consistency_kwargs(config, kwargs, HIDDEN, HEADS))  # layer_types, head_dim, mrope, ssm heads
     kwargs.update(sub_config_kwargs(config, tiny_config_kwargs))
+    return kwargs
+
+
+# Placeholder tokens a multimodal model puts in input_ids (image, video, audio, their start/end markers).
+_PLACEHOLDER_WORDS = ("image", "video", "audio", "vision", "boi", "eoi", "boa", "eoa", "img")
+SPECIAL_BAND = 32  # placeholder ids are moved into the top SPECIAL_BAND ids of the shrunk vocabulary
+
+
+def special_token_kwargs(config: Any) -> dict[str, Any]:
+    """Placeholder token ids (`image_token_id`, `video_token_index`…) beyond the shrunk vocabulary, moved to
+    distinct ids at its top: the model embeds them like any token before it swaps in the media features."""
+    kwargs: dict[str, Any] = {}
+    slot = VOCAB - 1
+    for name, value in sorted(vars(config).items()):
+        if not (name.endswith(("_token_id", "_token_index")) and any(w in name for w in _PLACEHOLDER_WORDS)):
+            continue
+        if isinstance(value, int) and not isinstance(value, bool) and value >= VOCAB - SPECIAL_BAND:
+            slot -= 1  # VOCAB - 1 stays free for pad_token_id
+            kwargs[name] = slot
     return kwargs
 
 

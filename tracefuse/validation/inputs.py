@@ -36,6 +36,7 @@ def generate_inputs(specs: Sequence[TensorSpec], sizes: dict[str, int], seed: in
 
     Masks keep the first row whole and pad the end of later rows, so the mask path is exercised.
     Positions ({"kind": "positions", "offset_axis": "past_sequence"}) count on from the cached length.
+    Token ids may start with a fixed `prefix` (media placeholder tokens), the same in every row.
     """
     rng = np.random.default_rng(seed)
     feeds: dict[str, np.ndarray] = {}
@@ -46,6 +47,9 @@ def generate_inputs(specs: Sequence[TensorSpec], sizes: dict[str, int], seed: in
         if kind == "int":
             low, high = int(spec.fill.get("low", 0)), int(spec.fill.get("high", 2))
             arr = rng.integers(low, max(high, low + 1), size=shape).astype(dtype)
+            prefix = spec.fill.get("prefix") or []  # fixed leading ids: a multimodal model's media placeholders
+            if prefix and shape:
+                arr[..., : len(prefix)] = np.asarray(prefix[: shape[-1]], dtype=dtype)
         elif kind == "mask":
             arr = np.ones(shape, dtype=dtype)
             if len(shape) == 2:

@@ -1,0 +1,62 @@
+"""Media placeholder tokens of text-first multimodal models (llava-style: `image_token_id` in input_ids).
+
+Such a model swaps each placeholder token in input_ids for one image feature, and refuses inputs whose
+placeholder count differs from the feature count. How many features one generated image yields is asked of
+the model itself: a forward with no placeholders fails with Transformers' shared placeholder check, whose
+message carries the count ("Image features and image tokens do not match, tokens: 0, features: N"). The text
+spec then starts every row with N placeholders and grows its sequence lengths by N. Nothing here names a
+model type.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+_TOKEN_FIELDS = ("image_token_id", "image_token_index")
+_COUNT = re.compile(r"image tokens do not match, tokens: 0, features: (\d+)")
+
+
+def image_token_id(config: Any) -> int | None:
+    """The image placeholder token id a multimodal config declares, or None."""
+    for name in _TOKEN_FIELDS:
+        value = getattr(config, name, None)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
+
+
+_MEDIA_WORDS = ("image", "video", "audio", "vision", "boi", "eoi", "boa", "eoa", "img")
+
+
+def lowest_placeholder(config: Any) -> int | None:
+    """The lowest media placeholder / marker token id of a config (random text ids stay below it), or None."""
+    ids = [value for name, value in vars(config).items()
+           if name.endswith(("_token_id", "_token_index")) and any(w in name for w in _MEDIA_WORDS)
+           and isinstance(value, int) and not isinstance(value, bool) and value > 0]
+    return min(ids) if ids else None
+
+
+def image_placeholder_count(module: Any, config: Any, pixel_shape: tuple[int, ...], vocab: int) -> int:
+    """How many image placeholders one image of `pixel_shape` (batch 1) needs in input_ids; 0 when the model
+    runs without any (it needs none, or fails for another reason, which the export then reports)."""
+    import torch
+
+    token = image_token_id(config)
+    if token is None:
+        return 0
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, max(1, min(vocab, token)), (1, 8), generator=generator)
+    pixels = torch.randn(*pixel_shape, generator=generator)
+    try:
+        with torch.no_grad():
+            module(input_ids=ids, pixel_values=pixels)
+    except Exception as exc:  # noqa: BLE001 - only the placeholder check's message is read
+        match = _COUNT.search(str(exc))
+        if match:
+            logger.info("%d image placeholder tokens per image", int(match.group(1)))
+            return int(match.group(1))
+    return 0
