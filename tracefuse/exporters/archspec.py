@@ -99,11 +99,6 @@ def _text_inputs(loaded: LoadedModel) -> tuple[TensorSpec, ...]:
     paired = paired_image_inputs(loaded.config, params)
     if paired and specs and specs[0].name == "input_ids":
         specs[0] = _with_image_placeholders(loaded, specs[0], paired[0])
-    if getattr(loaded.config, "is_encoder_decoder", False) and "decoder_input_ids" in params and specs:
-        # an encoder-decoder's base model (feature-extraction) runs its decoder too: T5-style models have
-        # no default decoder input, so give it one, on an axis of its own (the two lengths are independent)
-        specs.append(TensorSpec("decoder_input_ids", "int64", ("batch", "decoder_sequence"),
-                                {"kind": "int", "low": 0, "high": int(config.vocab_size)}))
     return tuple(specs) + paired
 
 
@@ -120,7 +115,8 @@ def _with_image_placeholders(loaded: LoadedModel, ids: TensorSpec, pixels: Tenso
 
 
 def _with_decoder_ids(spec: ArchSpec, loaded: LoadedModel) -> ArchSpec:
-    """An encoder-decoder base model fed by audio or images also gets decoder token ids (own axis)."""
+    """The base model (feature-extraction) of an encoder-decoder runs its decoder too, and T5-style models have
+    no default decoder input: give it decoder token ids, on an axis of its own (the two lengths are independent)."""
     config = loaded.config
     if not getattr(config, "is_encoder_decoder", False) or "decoder_input_ids" not in _forward_params(loaded.module):
         return spec
@@ -134,14 +130,10 @@ def _with_decoder_ids(spec: ArchSpec, loaded: LoadedModel) -> ArchSpec:
 
 
 def _text_shapes(inputs: tuple[TensorSpec, ...]) -> tuple[dict[str, int], tuple[dict[str, int], ...]]:
-    """Trace sizes and validation shapes of the text spec; a decoder axis gets lengths of its own."""
-    extra = max((len(spec.fill.get("prefix") or []) for spec in inputs), default=0)  # placeholders come first
+    """Trace sizes and validation shapes of the text spec, longer by the media placeholders ids start with."""
+    extra = max((len(spec.fill.get("prefix") or []) for spec in inputs), default=0)
     trace = {**TEXT_TRACE, "sequence": TEXT_TRACE["sequence"] + extra}
-    shapes = tuple({**shape, "sequence": shape["sequence"] + extra} for shape in TEXT_SHAPES)
-    if any("decoder_sequence" in spec.shape for spec in inputs):
-        trace["decoder_sequence"] = DECODER_LENGTHS[0]
-        shapes = tuple({**shape, "decoder_sequence": n} for shape, n in zip(shapes, DECODER_LENGTHS[1:]))
-    return trace, shapes
+    return trace, tuple({**shape, "sequence": shape["sequence"] + extra} for shape in TEXT_SHAPES)
 
 
 def _factory_spec(loaded: LoadedModel) -> ArchSpec:
@@ -194,7 +186,7 @@ def resolve_spec(loaded: LoadedModel, use_cache: bool = True) -> ArchSpec:
         spec = ArchSpec(loaded.model_type, loaded.task, **decoder)
     elif main_input == "input_ids":
         inputs = _text_inputs(loaded)
-        spec = ArchSpec(loaded.model_type, loaded.task, inputs, *_text_shapes(inputs))
+        spec = _with_decoder_ids(ArchSpec(loaded.model_type, loaded.task, inputs, *_text_shapes(inputs)), loaded)
     elif main_input == "pixel_values":
         dynamic = overrides.get("dynamic_image_size")
         if dynamic is None:
@@ -206,7 +198,7 @@ def resolve_spec(loaded: LoadedModel, use_cache: bool = True) -> ArchSpec:
         spec = _with_decoder_ids(ArchSpec(loaded.model_type, loaded.task, **audio_fields(loaded.config)), loaded)
     elif main_input in FEATURE_INPUTS:
         fields = feature_fields(loaded.module, loaded.config, main_input, loaded.model_type)
-        spec = ArchSpec(loaded.model_type, loaded.task, **fields)
+        spec = _with_decoder_ids(ArchSpec(loaded.model_type, loaded.task, **fields), loaded)
     else:
         raise ExportError(
             f"model type '{loaded.model_type}' takes '{main_input}' as its main input, which this version "

@@ -55,37 +55,30 @@ def _fixed_lengths(config: Any) -> list[int]:
     return lengths
 
 
-def _extra_specs(module: Any, config: Any, mask: bool) -> tuple[TensorSpec, ...]:
-    """A frame mask (when `mask` and the forward takes one) and, for an encoder-decoder, decoder token ids."""
+def _mask_specs(module: Any) -> tuple[TensorSpec, ...]:
+    """The frame mask the forward takes, if it takes one."""
     import inspect
 
     params = inspect.signature(module.forward).parameters
-    specs = []
-    if mask:
-        name = next((n for n in MASK_INPUTS if n in params), None)
-        if name is not None:
-            specs.append(TensorSpec(name, "int64", ("batch", "frames"), {"kind": "mask"}))
-    if getattr(config, "is_encoder_decoder", False) and "decoder_input_ids" in params:
-        vocab = getattr(getattr(config, "decoder", None) or getattr(config, "text_config", None) or config,
-                        "vocab_size", None) or getattr(config, "vocab_size", 2)
-        specs.append(TensorSpec("decoder_input_ids", "int64", ("batch", "decoder_sequence"),
-                                {"kind": "int", "low": 0, "high": int(vocab)}))
-    return tuple(specs)
+    name = next((n for n in MASK_INPUTS if n in params), None)
+    return () if name is None else (TensorSpec(name, "int64", ("batch", "frames"), {"kind": "mask"}),)
 
 
-def _runs(module: Any, name: str, shape: tuple[int, ...], extras: tuple[TensorSpec, ...] = (),
+def _runs(module: Any, config: Any, name: str, shape: tuple[int, ...], extras: tuple[TensorSpec, ...] = (),
           frames_axis: int = 2) -> str | None:
-    """None when the model runs on random features of `shape` (plus `extras`), else the error's first line."""
+    """None when the model runs on random features of `shape` (plus `extras`), else the error's first line.
+    An encoder-decoder also gets decoder token ids (the spec adds them later, archspec._with_decoder_ids)."""
+    import inspect
+
     import torch
 
     features = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
-    sizes = {"batch": shape[0], "frames": shape[frames_axis], "decoder_sequence": DECODER_LENGTHS[0]}
     feeds = {name: features}
-    for spec in extras:
-        dims = [sizes[d] if isinstance(d, str) else d for d in spec.shape]
-        high = int(spec.fill.get("high", 2))
-        feeds[spec.name] = torch.randint(0, high, dims) if spec.fill.get("kind") == "int" else torch.ones(dims,
-                                                                                                       dtype=torch.long)
+    for spec in extras:  # masks: all ones over [batch, frames]
+        feeds[spec.name] = torch.ones(shape[0], shape[frames_axis], dtype=torch.long)
+    if getattr(config, "is_encoder_decoder", False) and "decoder_input_ids" in inspect.signature(
+            module.forward).parameters:
+        feeds["decoder_input_ids"] = torch.zeros(shape[0], DECODER_LENGTHS[0], dtype=torch.long)
     try:
         with torch.no_grad():
             module(**feeds)
@@ -105,20 +98,19 @@ def feature_fields(module: Any, config: Any, name: str, model_type: str) -> dict
             fix="export it as module.path:factory with example inputs",
         )
     errors: dict[str, str] = {}
+    masks = _mask_specs(module)
+    attempts: list[tuple[TensorSpec, ...]] = [(), masks] if masks else [()]  # without a frame mask, then with
     for frames in (*FRAMES, *_fixed_lengths(config)):
         for mel_first in (True, False):
             axis_at = 2 if mel_first else 1
-            for mask in (False, True):
-                extras = _extra_specs(module, config, mask)
-                if mask and not any(spec.fill.get("kind") == "mask" for spec in extras):
-                    continue
+            for extras in attempts:
                 shape = (2, mel, frames) if mel_first else (2, frames, mel)
-                error = _runs(module, name, shape, extras, axis_at)
+                error = _runs(module, config, name, shape, extras, axis_at)
                 if error is not None:
                     errors.setdefault("mel first" if mel_first else "frames first", error)
                     continue
                 longer = (2, mel, frames + FRAME_STEP) if mel_first else (2, frames + FRAME_STEP, mel)
-                dynamic = _runs(module, name, longer, extras, axis_at) is None
+                dynamic = _runs(module, config, name, longer, extras, axis_at) is None
                 return _fields(name, mel, frames, mel_first, dynamic, extras, model_type)
     raise ExportError(
         f"model type '{model_type}' fails on generated '{name}' of {mel} mel bins in both layouts",
@@ -141,8 +133,5 @@ def _fields(name: str, mel: int, frames: int, mel_first: bool, dynamic: bool, ex
         trace = {"batch": 2, "frames": frames + FRAME_STEP // 2}
     else:
         shapes, trace = ({"batch": 1}, {"batch": 3}), {"batch": 2}
-    if any("decoder_sequence" in spec.shape for spec in extras):
-        trace["decoder_sequence"] = DECODER_LENGTHS[0]
-        shapes = tuple({**shape, "decoder_sequence": n} for shape, n in zip(shapes, DECODER_LENGTHS[1:]))
     logger.info("%s: %s %s (%s)", model_type, name, dims, "dynamic frames" if dynamic else "fixed frames")
     return {"inputs": inputs, "validation_shapes": shapes, "trace_shape": trace}

@@ -29,15 +29,21 @@ def image_token_id(config: Any) -> int | None:
     return None
 
 
+# Placeholder tokens a multimodal model puts in input_ids (image, video, audio, their start/end markers).
 _MEDIA_WORDS = ("image", "video", "audio", "vision", "boi", "eoi", "boa", "eoa", "img")
 
 
+def placeholder_ids(config: Any) -> dict[str, int]:
+    """The media placeholder / marker token ids a config declares, by field name (`image_token_id`: 32000…)."""
+    return {name: value for name, value in vars(config).items()
+            if name.endswith(("_token_id", "_token_index")) and any(w in name for w in _MEDIA_WORDS)
+            and isinstance(value, int) and not isinstance(value, bool) and value > 0}
+
+
 def lowest_placeholder(config: Any) -> int | None:
-    """The lowest media placeholder / marker token id of a config (random text ids stay below it), or None."""
-    ids = [value for name, value in vars(config).items()
-           if name.endswith(("_token_id", "_token_index")) and any(w in name for w in _MEDIA_WORDS)
-           and isinstance(value, int) and not isinstance(value, bool) and value > 0]
-    return min(ids) if ids else None
+    """The lowest media placeholder token id of a config (random text ids stay below it), or None."""
+    ids = placeholder_ids(config)
+    return min(ids.values()) if ids else None
 
 
 def image_placeholder_count(module: Any, config: Any, pixel_shape: tuple[int, ...], vocab: int) -> int:

@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from tracefuse.errors import SourceError
+from tracefuse.exporters.placeholders import placeholder_ids
 from tracefuse.exporters.tiny_rules import consistency_kwargs
 from tracefuse.exporters.tiny_stages import stage_kwargs, sub_config_kwargs
 
@@ -59,8 +60,6 @@ def tiny_config_kwargs(config: Any) -> dict[str, Any]:
     return kwargs
 
 
-# Placeholder tokens a multimodal model puts in input_ids (image, video, audio, their start/end markers).
-_PLACEHOLDER_WORDS = ("image", "video", "audio", "vision", "boi", "eoi", "boa", "eoa", "img")
 SPECIAL_BAND = 32  # placeholder ids are moved into the top SPECIAL_BAND ids of the shrunk vocabulary
 
 
@@ -69,10 +68,8 @@ def special_token_kwargs(config: Any) -> dict[str, Any]:
     distinct ids at its top: the model embeds them like any token before it swaps in the media features."""
     kwargs: dict[str, Any] = {}
     slot = VOCAB - 1
-    for name, value in sorted(vars(config).items()):
-        if not (name.endswith(("_token_id", "_token_index")) and any(w in name for w in _PLACEHOLDER_WORDS)):
-            continue
-        if isinstance(value, int) and not isinstance(value, bool) and value >= VOCAB - SPECIAL_BAND:
+    for name, value in sorted(placeholder_ids(config).items()):
+        if value >= VOCAB - SPECIAL_BAND:
             slot -= 1  # VOCAB - 1 stays free for pad_token_id
             kwargs[name] = slot
     return kwargs
