@@ -16,10 +16,13 @@ from tracefuse.artifact import TensorSpec
 from tracefuse.errors import ExportError
 from tracefuse.exporters.audio_features import FEATURE_INPUTS, feature_fields
 from tracefuse.exporters.decoder_spec import decoder_spec_fields
+from tracefuse.exporters.media_rank import concrete, extra_axis_size, wants_extra_axis, with_extra_axis
 from tracefuse.exporters.media_spec import (
+    AUDIO_TRACE,
     DECODER_LENGTHS,
     audio_fields,
     paired_image_inputs,
+    pixel_spec,
     runs_at_other_image_size,
     vision_fields,
 )
@@ -98,8 +101,30 @@ def _text_inputs(loaded: LoadedModel) -> tuple[TensorSpec, ...]:
         specs.append(TensorSpec(name, "int64", ("batch", "sequence"), fill))
     paired = paired_image_inputs(loaded.config, params)
     if paired and specs and specs[0].name == "input_ids":
+        high = min(int(specs[0].fill["high"]), lowest_placeholder(loaded.config) or int(specs[0].fill["high"]))
+        ids = _random_ids(high)
+        paired = (_maybe_extra_axis(loaded, paired[0], {"input_ids": ids}),)
         specs[0] = _with_image_placeholders(loaded, specs[0], paired[0])
     return tuple(specs) + paired
+
+
+def _random_ids(high: int) -> Any:
+    import torch
+
+    return torch.randint(0, max(1, high), (1, 8), generator=torch.Generator().manual_seed(0))
+
+
+def _extra_axis(loaded: LoadedModel, spec: TensorSpec, other_feeds: dict[str, Any] | None = None) -> int:
+    """The size of the axis after batch that the model wants on `spec` (video frames, an image stack, codec
+    channels; asked of the model, see media_rank), else 0."""
+    size = extra_axis_size(loaded.config)
+    shape = concrete(spec.shape, {**AUDIO_TRACE, "batch": 1})
+    return size if wants_extra_axis(loaded.module, spec.name, shape, size, other_feeds) else 0
+
+
+def _maybe_extra_axis(loaded: LoadedModel, spec: TensorSpec, other_feeds: dict[str, Any]) -> TensorSpec:
+    extra = _extra_axis(loaded, spec, other_feeds)
+    return with_extra_axis(spec, extra) if extra else spec
 
 
 def _with_image_placeholders(loaded: LoadedModel, ids: TensorSpec, pixels: TensorSpec) -> TensorSpec:
@@ -188,14 +213,18 @@ def resolve_spec(loaded: LoadedModel, use_cache: bool = True) -> ArchSpec:
         inputs = _text_inputs(loaded)
         spec = _with_decoder_ids(ArchSpec(loaded.model_type, loaded.task, inputs, *_text_shapes(inputs)), loaded)
     elif main_input == "pixel_values":
+        extra = _extra_axis(loaded, pixel_spec(loaded.config, dynamic=False))
         dynamic = overrides.get("dynamic_image_size")
         if dynamic is None:
-            dynamic = runs_at_other_image_size(loaded.module, loaded.config)
+            dynamic = runs_at_other_image_size(loaded.module, loaded.config, extra)
         spec = ArchSpec(loaded.model_type, loaded.task, dynamic_image_size=dynamic,
-                        **vision_fields(loaded.config, dynamic))
+                        **vision_fields(loaded.config, dynamic, extra))
         spec = _with_decoder_ids(spec, loaded)
     elif main_input == "input_values":
-        spec = _with_decoder_ids(ArchSpec(loaded.model_type, loaded.task, **audio_fields(loaded.config)), loaded)
+        fields = audio_fields(loaded.config)
+        if len(fields["inputs"][0].shape) == 2:  # a raw waveform: a codec may want [batch, channels, samples]
+            fields = audio_fields(loaded.config, _extra_axis(loaded, fields["inputs"][0]))
+        spec = _with_decoder_ids(ArchSpec(loaded.model_type, loaded.task, **fields), loaded)
     elif main_input in FEATURE_INPUTS:
         fields = feature_fields(loaded.module, loaded.config, main_input, loaded.model_type)
         spec = _with_decoder_ids(ArchSpec(loaded.model_type, loaded.task, **fields), loaded)

@@ -9,6 +9,8 @@ Which inputs a model takes is read from its forward signature and main input nam
 - `input_values [batch, samples]`: a raw waveform (wav2vec2, hubert…), batch and length dynamic.
 - `input_values [batch, frames, mel_bins]`: a spectrogram (audio-spectrogram-transformer: the config has
   `num_mel_bins`); its frame count is fixed by the position embeddings (`max_length`), batch is dynamic.
+- a video, an image stack or a codec's multi-channel waveform has one more axis after batch (`extra`), which
+  `media_rank` finds by asking the model.
 """
 
 from __future__ import annotations
@@ -42,20 +44,26 @@ def image_size(config: Any) -> int:
     return int(size) if size else DEFAULT_IMAGE
 
 
-def _pixels(config: Any, dynamic: bool) -> TensorSpec:
+def pixel_spec(config: Any, dynamic: bool, extra: int = 0) -> TensorSpec:
+    """pixel_values [batch, channels, height, width] (height and width named when dynamic, else the config's
+    size); with `extra`, an axis of that size after batch (frames of a video, images of a stack)."""
     channels = int(getattr(image_config(config), "num_channels", 3))
     size = image_size(config)
     shape: tuple[int | str, ...] = ("batch", channels) + (("height", "width") if dynamic else (size, size))
+    if extra:
+        shape = (shape[0], extra, *shape[1:])
     return TensorSpec("pixel_values", "float32", shape, {"kind": "normal"})
 
 
-def runs_at_other_image_size(module: Any, config: Any) -> bool:
-    """Whether the PyTorch model accepts a non-square image larger than its config's size (one eager forward)."""
+def runs_at_other_image_size(module: Any, config: Any, extra: int = 0) -> bool:
+    """Whether the PyTorch model accepts a non-square image larger than its config's size (one eager forward);
+    `extra` as in `pixel_spec`."""
     import torch
 
     size = image_size(config)
     channels = int(getattr(image_config(config), "num_channels", 3))
-    pixels = torch.randn(1, channels, size + 32, size + 16, generator=torch.Generator().manual_seed(0))
+    shape = (1, *((extra,) if extra else ()), channels, size + 32, size + 16)
+    pixels = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
     try:
         with torch.no_grad():
             module(pixel_values=pixels)
@@ -66,26 +74,28 @@ def runs_at_other_image_size(module: Any, config: Any) -> bool:
     return True
 
 
-def vision_fields(config: Any, dynamic: bool) -> dict[str, Any]:
-    """ArchSpec fields for a model whose main input is pixel_values."""
+def vision_fields(config: Any, dynamic: bool, extra: int = 0) -> dict[str, Any]:
+    """ArchSpec fields for a model whose main input is pixel_values (`extra` as in `pixel_spec`)."""
     size = image_size(config)
     if dynamic:
         shapes = ({"batch": 1, "height": size, "width": size}, {"batch": 3, "height": size + 32, "width": size + 16})
         trace = {"batch": 2, "height": size, "width": size + 32}
     else:
         shapes, trace = BATCH_SHAPES, BATCH_TRACE
-    return {"inputs": (_pixels(config, dynamic),), "validation_shapes": shapes, "trace_shape": dict(trace)}
+    return {"inputs": (pixel_spec(config, dynamic, extra),), "validation_shapes": shapes, "trace_shape": dict(trace)}
 
 
-def audio_fields(config: Any) -> dict[str, Any]:
+def audio_fields(config: Any, extra: int = 0) -> dict[str, Any]:
     """ArchSpec fields for a model whose main input is input_values: a spectrogram when the config has
-    `num_mel_bins` (fixed frames), else a raw waveform (dynamic length)."""
+    `num_mel_bins` (fixed frames), else a raw waveform (dynamic length; with `extra`, [batch, extra, samples]:
+    the channels of a codec's waveform)."""
     mel = getattr(config, "num_mel_bins", None)
     if isinstance(mel, int):
         frames = int(getattr(config, "max_length", 1024))
         spec = TensorSpec("input_values", "float32", ("batch", frames, mel), {"kind": "normal"})
         return {"inputs": (spec,), "validation_shapes": BATCH_SHAPES, "trace_shape": dict(BATCH_TRACE)}
-    spec = TensorSpec("input_values", "float32", ("batch", "samples"), {"kind": "normal"})
+    shape = ("batch", extra, "samples") if extra else ("batch", "samples")
+    spec = TensorSpec("input_values", "float32", shape, {"kind": "normal"})
     return {"inputs": (spec,), "validation_shapes": AUDIO_SHAPES, "trace_shape": dict(AUDIO_TRACE)}
 
 
@@ -94,4 +104,4 @@ def paired_image_inputs(config: Any, params: list[str]) -> tuple[TensorSpec, ...
     vision_config; () for a text model."""
     if "pixel_values" not in params or getattr(config, "vision_config", None) is None:
         return ()
-    return (_pixels(config, dynamic=False),)
+    return (pixel_spec(config, dynamic=False),)
