@@ -7,7 +7,9 @@ configs (`text_config`, `vision_config`, `backbone_config`). These rules shrink 
 mean, read from their names and values, never from the model type:
 
 - the number of stages (the length of `depths`) is cut to two, and every list of that length (or of one less:
-  the transitions between stages) is cut with it, as are stage-count scalars (`num_stages`, `num_layers`…);
+  the transitions between stages), of numbers or of flags, is cut with it, as are stage-count scalars
+  (`num_stages`, `num_layers`…); the stem's lists (`stem_channels`, `stem_strides`) are its own layers, not
+  stages, and are kept whole (widths are then not scaled, since the stem feeds the first stage);
 - depth lists become 1 per stage; head lists become 2, 4, … (never more than before); width lists are all
   scaled by one common factor (so `in_channels[i+1] == out_channels[i]` still holds) to a multiple of 8, which
   every stage's head count divides;
@@ -47,6 +49,12 @@ def _number_list(value: Any) -> bool:
         isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
 
 
+def _stage_list(name: str, value: Any) -> bool:
+    """A per-stage list: numbers or flags (`stage_downsample`), not the stem's own layers (`stem_channels`)."""
+    flags = isinstance(value, (list, tuple)) and bool(value) and all(isinstance(v, bool) for v in value)
+    return (_number_list(value) or flags) and name not in _NOT_STAGES and not name.startswith("stem")
+
+
 def _fields(config: Any) -> dict[str, Any]:
     return {k: v for k, v in vars(config).items() if not k.startswith("_")}
 
@@ -67,7 +75,7 @@ def stage_kwargs(config: Any, hidden: int) -> dict[str, Any]:
     depths = fields.get("depths")
     stages = len(depths) if _number_list(depths) else None
     keep = min(stages, STAGES) if stages else None
-    lists = {k: list(v) for k, v in fields.items() if _number_list(v) and k not in _NOT_STAGES}
+    lists = {k: list(v) for k, v in fields.items() if _stage_list(k, v)}
     if stages and keep < stages:
         for name, value in list(lists.items()):
             if len(value) in (stages, stages - 1):
@@ -81,6 +89,8 @@ def stage_kwargs(config: Any, hidden: int) -> dict[str, Any]:
     widths = {k: v for k, v in lists.items() if _is_width(k) and all(_is_int(x) and x > 0 for x in v)}
     anchor = min((v[0] for v in widths.values()), default=0)
     scale = FIRST_WIDTH / anchor if anchor > FIRST_WIDTH else 1.0
+    if any(k.startswith("stem") and _is_width(k) and _number_list(v) for k, v in fields.items()):
+        scale = 1.0  # a stem width list is kept whole and feeds the first stage at its width
     for name, value in lists.items():
         if name in widths:
             value = [_round8(v * scale) for v in value] if scale < 1 else value

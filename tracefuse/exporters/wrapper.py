@@ -14,11 +14,16 @@ logger = logging.getLogger(__name__)
 
 
 def _named_tensors(output: Any) -> list[tuple[str, torch.Tensor]]:
-    """The tensors of a model output: ModelOutput/dict entries, or a tensor / tuple of tensors."""
+    """The tensors of a model output: ModelOutput/dict entries, or a tensor / tuple of tensors. An output whose
+    entries are all tuples of tensors (a backbone's `feature_maps`) gives them one by one (`feature_maps_0`…)."""
     if isinstance(output, torch.Tensor):
         return [("output", output)]
     if isinstance(output, dict):  # transformers' ModelOutput is an OrderedDict of its non-None fields
-        return [(k, v) for k, v in output.items() if isinstance(v, torch.Tensor)]
+        direct = [(k, v) for k, v in output.items() if isinstance(v, torch.Tensor)]
+        if direct:
+            return direct
+        return [(f"{k}_{i}", t) for k, v in output.items() if isinstance(v, (tuple, list))
+                for i, t in enumerate(v) if isinstance(t, torch.Tensor)]
     if isinstance(output, (tuple, list)):
         return [(f"output_{i}", v) for i, v in enumerate(output) if isinstance(v, torch.Tensor)]
     raise ExportError(f"the model returned a {type(output).__name__}; expected tensors, a tuple or a dict of them")
