@@ -76,3 +76,9 @@ def test_latent_attention_head_sizes_shrink_together_and_validate(tmp_path, mode
 def test_an_unset_expert_count_gets_a_small_one():
     config = tiny_config("deepseek_v2")  # its default config leaves num_experts_per_tok None
     assert isinstance(config.num_experts_per_tok, int) and 1 <= config.num_experts_per_tok <= config.n_routed_experts
+
+
+def test_a_head_dim_left_none_becomes_hidden_over_heads():
+    # ministral's default config sets head_dim=None; its attention reads getattr(config, "head_dim", ...) -> None
+    config = tiny_config("ministral")
+    assert config.head_dim == config.hidden_size // config.num_attention_heads

@@ -7,7 +7,8 @@ fields breaks them. These rules restore each relation from what the fields mean 
   layer count, keeping one layer of each distinct kind (a sliding and a full attention layer), with the same
   layers chosen in every list;
 - an explicit `head_dim` larger than the shrunk width allows becomes hidden / heads (doubled while a partial
-  rotary part of it would not be a multiple of 4);
+  rotary part of it would not be a multiple of 4); a `head_dim` field left None gets hidden / heads too, since
+  `getattr(config, "head_dim", default)` finds the None;
 - multimodal rotary sections (`mrope_section`, in `rope_scaling` or `rope_parameters`) are rescaled so that
   they still sum to half the head size;
 - state-space head counts (`mamba_n_heads`, `ssm_num_heads`…) become a divisor of the shrunk inner width, and
@@ -167,6 +168,8 @@ def consistency_kwargs(config: Any, kwargs: dict[str, Any], hidden: int, heads: 
         head_dim = changes["head_dim"] = small
     if not _is_int(head_dim):
         head_dim = width // n_heads
+        if "head_dim" in _fields(config) and "hidden_size" in kwargs:
+            changes["head_dim"] = head_dim  # a field left None reads as None, not as hidden / heads (ministral)
     changes.update(_rope(config, head_dim))
     changes.update(_state_space(config, kwargs, width))
     changes.update(_latent_attention(config, kwargs, head_dim))
