@@ -13,7 +13,8 @@ mean, read from their names and values, never from the model type:
 - depth lists become 1 per stage; head lists become 2, 4, … (never more than before); width lists are all
   scaled by one common factor (so `in_channels[i+1] == out_channels[i]` still holds) to a multiple of 8, which
   every stage's head count divides;
-- scalars that equaled the hidden width (`embedding_size` in squeezebert, `pooler_output_size`) follow it;
+- scalars that equaled the hidden width (`embedding_size` in squeezebert, `pooler_output_size`, a depthwise
+  convolution's `upsample_groups`) follow it;
 - window sizes are capped, not raised, so the small image still covers every stage's window; patch sizes
   are kept (levit's is the stride of its fixed convolution stem);
 - nested configs are shrunk with the same rules; a timm backbone is replaced by the config's own
@@ -103,8 +104,8 @@ def stage_kwargs(config: Any, hidden: int) -> dict[str, Any]:
     old_hidden = next((fields[k] for k in HIDDEN_FIELDS if _is_int(fields.get(k))), None)
     for name, value in fields.items():
         if (_is_int(value) and value == old_hidden and name not in HIDDEN_FIELDS and name not in kwargs
-                and ("size" in name or "dim" in name)):
-            kwargs[name] = hidden  # tied to the hidden width (squeezebert's embedding_size, pooler_output_size)
+                and ("size" in name or "dim" in name or name.endswith("groups"))):
+            kwargs[name] = hidden  # tied to the hidden width (embedding_size, pooler_output_size, depthwise groups)
         elif isinstance(value, float) and name.endswith("_coefficient") and value > 1:
             kwargs[name] = 1.0  # width/depth multipliers (efficientnet) would re-grow what was shrunk
         elif name == "embed_dim" and _is_int(value) and stages:
