@@ -139,6 +139,7 @@ def export(
     max_memory: int | None = None,
     use_cache: bool = True,
     with_preprocessor: bool = False,
+    fixed_axes: Sequence[str] = (),
 ) -> ExportResult:
     """Export `model` (a source string, see tracefuse.exporters.sources) to an artifact directory at `out`.
 
@@ -148,10 +149,11 @@ def export(
     bytes) and disk space are checked first (tracefuse.resources). `use_cache=False` exports a decoder-only
     model as one plain graph (no past key/values in or out); the manifest records it as export.use_cache.
     `with_preprocessor` bundles the source's tokenizer / processor files into `preprocessor/` (hashed, listed
-    in the manifest's `preprocessor`; see tracefuse.exporters.preprocessor).
+    in the manifest's `preprocessor`; see tracefuse.exporters.preprocessor). `fixed_axes` names dynamic axes
+    to fix at their trace size ("*": all but batch; archspec.fix_axes), recorded as export.fixed_axes.
     """
     from tracefuse.exporters import FORMATS, export_graph
-    from tracefuse.exporters.archspec import resolve_spec
+    from tracefuse.exporters.archspec import fix_axes, resolve_spec
     from tracefuse.exporters.cache_wrapper import make_wrapper, probe_model_outputs
     from tracefuse.exporters.seq2seq_spec import export_extras
     from tracefuse.exporters.sources import load_source
@@ -172,6 +174,8 @@ def export(
 
         pre = load_preprocessor(loaded)
     spec = resolve_spec(loaded, use_cache=use_cache)
+    if fixed_axes:
+        spec = fix_axes(spec, fixed_axes)
     shapes = spec.validation_shapes
     options.setdefault("validation_shapes", [dict(s) for s in shapes])  # fixed-shape formats (tflite) use these
     to_torch = lambda feeds: {k: torch.from_numpy(v) for k, v in feeds.items()}  # noqa: E731
@@ -198,7 +202,8 @@ def export(
             outputs=graph.outputs, validation_shapes=tuple(graph.info.get("validation_shapes") or shapes),
             tolerance=dict(spec.tolerance),
             export={**graph.info, "model_type": loaded.model_type, **extras,
-                    **({} if use_cache else {"use_cache": False})},
+                    **({} if use_cache else {"use_cache": False}),
+                    **({"fixed_axes": list(fixed_axes)} if fixed_axes else {})},
             tool_versions=tool_versions(), preprocessor=bundled if pre is not None else None,
         )
         manifest = finalize(staging, manifest)

@@ -163,6 +163,10 @@ def export(
                                                     "tokenizer / image processor / feature extractor files into "
                                                     "preprocessor/ of the artifact (hashed, listed in the "
                                                     "manifest).")] = False,
+    fixed_axes: Annotated[str | None, typer.Option("--fixed-axes", help="Comma-separated dynamic axes to fix at "
+                                                   "their trace size (e.g. samples, or '*' for every axis but "
+                                                   "batch): for a model whose forward guards on a length that "
+                                                   "torch.export cannot keep symbolic.")] = None,
 ) -> None:
     """Export MODEL to an artifact directory, then validate it on ONNX Runtime CPU against PyTorch.
 
@@ -174,20 +178,22 @@ def export(
         from tracefuse.resources import parse_size
 
         texts = _texts(text, text_file)
+        axes = tuple(a.strip() for a in (fixed_axes or "").split(",") if a.strip())
         if optimize or quantize:
             from tracefuse.cli_passes import export_chain
 
             return export_chain(model, output, optimize=optimize, quantize=quantize, validate=not no_validate,
                                 export_options={"format": format, "task": task, "opset": opset, "exporter": exporter,
                                                 "max_memory": parse_size(max_memory) if max_memory else None,
-                                                "use_cache": not no_cache, "with_preprocessor": with_preprocessor},
+                                                "use_cache": not no_cache, "with_preprocessor": with_preprocessor,
+                                                **({"fixed_axes": axes} if axes else {})},
                                 overwrite=overwrite, inputs=inputs, texts=texts, threads=threads, json_path=json_path)
         with _progress() as progress:
             result = api.export(model, output, format=format, task=task, opset=opset, exporter=exporter,
                                 max_memory=parse_size(max_memory) if max_memory else None,
                                 validate=not no_validate, overwrite=overwrite, inputs=inputs, texts=texts,
                                 threads=threads, progress=progress, use_cache=not no_cache,
-                                with_preprocessor=with_preprocessor,
+                                with_preprocessor=with_preprocessor, fixed_axes=axes,
                                 options={k: v for k, v in {"aot": aot, "shapes": shapes}.items() if v} or None)
         out.print(f"wrote {escape(str(result.artifact.path))} ({result.artifact.manifest.format}, task "
                   f"{result.artifact.manifest.task})")

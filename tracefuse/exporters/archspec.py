@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -192,6 +193,39 @@ def _refuse_no_cache_encoder_decoder(loaded: LoadedModel) -> None:
             found=f"model type {loaded.model_type}, task {loaded.task}",
             fix="export it without --no-cache",
         )
+
+
+def spec_axes(spec: ArchSpec) -> list[str]:
+    """The named (dynamic) axes of a spec's inputs, in order of first use."""
+    names: list[str] = []
+    for tensor in spec.inputs:
+        names += [d for d in tensor.shape if isinstance(d, str) and d not in names]
+    return names
+
+
+def fix_axes(spec: ArchSpec, axes: Sequence[str]) -> ArchSpec:
+    """The spec with `axes` fixed at their trace size ("*": every axis but batch): those leave the graph's
+    dynamic axes, and every validation shape takes the trace size for them. For a model whose forward guards
+    on a length torch.export cannot keep symbolic (padding to a window, a codec's frame arithmetic)."""
+    named = spec_axes(spec)
+    wanted = [a for a in named if a != "batch"] if list(axes) == ["*"] else list(axes)
+    unknown = [a for a in wanted if a not in named]
+    if unknown:
+        raise ExportError(f"cannot fix axis {', '.join(map(repr, unknown))}: the inputs have no such axis",
+                          found=f"dynamic axes of {spec.model_type}: {', '.join(named) or 'none'}",
+                          fix="name one of those axes, or '*' for every axis but batch")
+    if not wanted:
+        return spec
+    sizes = {a: spec.trace_shape[a] for a in wanted}
+    inputs = tuple(dataclasses.replace(t, shape=tuple(sizes.get(d, d) if isinstance(d, str) else d
+                                                      for d in t.shape)) for t in spec.inputs)
+    shapes: list[dict[str, int]] = []
+    for shape in spec.validation_shapes:  # the fixed sizes stay named, so fills that read them still work
+        if {**shape, **sizes} not in shapes:
+            shapes.append({**shape, **sizes})
+    logger.info("%s: axes fixed at their trace size: %s", spec.model_type, sizes)
+    return dataclasses.replace(spec, inputs=inputs, validation_shapes=tuple(shapes),
+                               dynamic_image_size=spec.dynamic_image_size and not {"height", "width"} & set(sizes))
 
 
 def resolve_spec(loaded: LoadedModel, use_cache: bool = True) -> ArchSpec:

@@ -23,6 +23,10 @@ REASON_CHARS = 240
 # transformers' own exporter (its op patches, FX fixes and ONNX translations: grouped_mm, views of
 # non-contiguous tensors, vmap masks; plain graphs only), then the TorchScript-based exporter.
 FALLBACKS = ("dynamo", "transformers", "torchscript")
+# torch.export found an axis it must keep static (the model specializes it): dynamo is tried again with every
+# axis but batch fixed at its trace size (archspec.fix_axes); the row's exporter says so.
+_SPECIALIZED = ("conflicts between user-specified ranges and inferred ranges", "Constraints violated")
+FIXED = "dynamo, fixed axes"
 # progress messages of api.export -> the stage they start
 _STAGES = (("loading", "build"), ("probing", "forward"), ("exporting", "export"), ("validating", "validate"))
 # wrapper errors whose own first line says less than their cause
@@ -68,6 +72,8 @@ def _worst(report: dict[str, Any]) -> float | None:
 
 def _export(model_type: str, task: str, out: Path, exporter: str, stage: list[str],
             timings: dict[str, float]) -> dict[str, Any]:
+    fixed = ("*",) if exporter == FIXED else ()
+    exporter = "dynamo" if exporter == FIXED else exporter
     from tracefuse import api
 
     mark = [time.perf_counter()]
@@ -81,7 +87,7 @@ def _export(model_type: str, task: str, out: Path, exporter: str, stage: list[st
 
     try:
         result = api.export(f"tiny:{model_type}", out, format="onnx", task=task, exporter=exporter, validate=True,
-                            overwrite=True, progress=progress)
+                            overwrite=True, progress=progress, fixed_axes=fixed)
     finally:
         timings[stage[0]] = round(timings.get(stage[0], 0.0) + time.perf_counter() - mark[0], 2)
     return result.report or {}
@@ -92,7 +98,8 @@ def probe(model_type: str, task: str, work_dir: Path, *, fallback: bool = True) 
 
     Status: `validated` (ONNX Runtime matches PyTorch at both shapes), `mismatch` (exported, but outputs
     differ), `failed` (an error at `stage`: config, build, forward, export or validate). When the dynamo
-    exporter fails, the FALLBACKS are tried in turn (`fallback`); the row names the exporter that worked.
+    exporter fails, the FALLBACKS are tried in turn (`fallback`), first dynamo with fixed axes when torch.export
+    says the model specializes one; the row names the exporter that worked.
     """
     from tracefuse.exporters.tiny import tiny_config
 
@@ -105,7 +112,7 @@ def probe(model_type: str, task: str, work_dir: Path, *, fallback: bool = True) 
     except Exception as exc:  # noqa: BLE001 - the config's own validation rejected the shrink
         row.update(reason=reason_of(exc), seconds=round(time.perf_counter() - start, 2))
         return row
-    attempts = FALLBACKS if fallback else FALLBACKS[:1]
+    attempts = list(FALLBACKS if fallback else FALLBACKS[:1])
     for exporter in attempts:
         stage = ["build"]
         try:
@@ -113,6 +120,8 @@ def probe(model_type: str, task: str, work_dir: Path, *, fallback: bool = True) 
         except Exception as exc:  # noqa: BLE001 - any failure is this model's row
             if exporter == "dynamo":
                 row.update(stage=stage[0], reason=reason_of(exc), traceback=traceback.format_exc()[-3000:])
+                if fallback and any(text in row["reason"] + row["traceback"] for text in _SPECIALIZED):
+                    attempts.insert(1, FIXED)
             else:  # the row keeps dynamo's reason (the default exporter), the others' are listed
                 row.setdefault("fallback_reasons", {})[exporter] = reason_of(exc)
             if stage[0] != "export":
