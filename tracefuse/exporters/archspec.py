@@ -73,9 +73,11 @@ def register_override(model_type: str, task: str | None = None, **changes: Any) 
 
 # Whether a vision model takes any image size is probed (media_spec.runs_at_other_image_size); an override
 # `dynamic_image_size=False` keeps the config's size for a model that runs eagerly at other sizes but takes
-# a different branch there, which the traced graph does not hold: swin clamps its window (and drops the shift)
-# on small stages; mobilevit interpolates feature maps that are not a multiple of its patch size.
-for _type in ("swin", "mobilevit"):
+# a different branch there, which the traced graph does not hold: swin and the models built on its blocks
+# clamp the window (and drop the shift) on small stages; mobilevit interpolates feature maps that are not a
+# multiple of its patch size; mobilenet v1/v2 compute TensorFlow "SAME" padding from the size in Python, so
+# the traced graph keeps the trace size's padding (a wrong output shape elsewhere).
+for _type in ("swin", "swinv2", "donut-swin", "maskformer-swin", "mobilevit", "mobilenet_v1", "mobilenet_v2"):
     register_override(_type, dynamic_image_size=False)
 
 
