@@ -82,3 +82,21 @@ def test_a_head_dim_left_none_becomes_hidden_over_heads():
     # ministral's default config sets head_dim=None; its attention reads getattr(config, "head_dim", ...) -> None
     config = tiny_config("ministral")
     assert config.head_dim == config.hidden_size // config.num_attention_heads
+
+
+def test_hybrid_layer_kinds_keep_an_attention_layer():
+    # jamba marks attention layers by period/offset (layer i when i % 8 == 4): with 2 layers the offset moves to 1
+    jamba = tiny_config("jamba")
+    assert jamba.attn_layer_offset == jamba.num_hidden_layers - 1
+    assert "attention" in jamba.layers_block_type
+    # zamba2 lists its kinds in layers_block_type (no layer_types): one of each kind is kept
+    zamba2 = tiny_config("zamba2")
+    assert set(zamba2.layers_block_type) == {"linear_attention", "hybrid"}
+
+
+def test_a_hybrid_with_an_attention_layer_validates(tmp_path):
+    from tracefuse import api
+
+    result = api.export("tiny:zamba2", tmp_path / "zamba2", task="feature-extraction")
+    assert result.report is not None and result.report["passed"], result.report
+    assert len(result.report["cases"]) == 2

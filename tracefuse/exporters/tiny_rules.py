@@ -4,8 +4,9 @@ Configs check relations between fields in their constructor; a generic shrink th
 fields breaks them. These rules restore each relation from what the fields mean (never from the model type):
 
 - per-layer lists (`layer_types`, and every list as long as the original layer count) are cut to the new
-  layer count, keeping one layer of each distinct kind (a sliding and a full attention layer), with the same
-  layers chosen in every list;
+  layer count, keeping one layer of each distinct kind (a sliding and a full attention layer; the kinds come
+  from `layer_types`, else from another per-layer list of kind names such as `layers_block_type`), with the
+  same layers chosen in every list; a periodic kind's `*_offset` past the new count moves to the last layer;
 - an explicit `head_dim` larger than the shrunk width allows becomes hidden / heads (doubled while a partial
   rotary part of it would not be a multiple of 4); a `head_dim` field left None gets hidden / heads too, since
   `getattr(config, "head_dim", default)` finds the None;
@@ -59,8 +60,9 @@ def _per_layer(config: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
              and k not in _NOT_PER_LAYER and k not in kwargs}
     if not lists:
         return {}
-    picked = _pick_layers(list(kinds) if isinstance(kinds, (list, tuple)) and len(kinds) == before
-                          else [None] * before, after)
+    if not (isinstance(kinds, (list, tuple)) and len(kinds) == before):  # another per-layer list of kind names
+        kinds = next((v for v in lists.values() if all(isinstance(x, str) for x in v) and len(set(v)) > 1), None)
+    picked = _pick_layers(list(kinds) if kinds is not None else [None] * before, after)
     changes: dict[str, Any] = {k: [v[i] for i in picked] for k, v in lists.items()}
     if len(picked) != after:
         changes[key] = len(picked)  # one layer of each kind needs more than the default count
@@ -154,9 +156,22 @@ def _latent_attention(config: Any, kwargs: dict[str, Any], head_dim: int) -> dic
     return changes
 
 
+def _layer_offsets(config: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Periodic layer kinds (`attn_layer_period` / `attn_layer_offset`: layer i is attention when
+    i % period == offset): an offset past the shrunk layer count moves to the last layer, so that kind stays."""
+    fields = _fields(config)
+    count = next((kwargs[k] for k in _LAYER_COUNTS if k in kwargs and _is_int(fields.get(k))), None)
+    if count is None:
+        return {}
+    return {name: count - 1 for name, value in fields.items()
+            if name.endswith("_offset") and _is_int(value) and value >= count
+            and _is_int(fields.get(name[: -len("_offset")] + "_period"))}
+
+
 def consistency_kwargs(config: Any, kwargs: dict[str, Any], hidden: int, heads: int) -> dict[str, Any]:
     """Changes that keep `config`'s own validation satisfied after the shrink `kwargs` (see the module doc)."""
     changes = _per_layer(config, kwargs)
+    changes.update(_layer_offsets(config, kwargs))
     width, n_heads = kwargs.get("hidden_size", hidden), kwargs.get("num_attention_heads", heads)
     if not (_is_int(width) and _is_int(n_heads)):
         return changes  # per-stage widths and heads (hierarchical vision models): tiny_stages' business
