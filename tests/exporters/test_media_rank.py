@@ -69,3 +69,11 @@ def test_axis_size_comes_from_the_config_and_is_inserted_after_batch():
     assert extra_axis_size(object()) == 1
     spec = TensorSpec("pixel_values", "float32", ("batch", 3, 8, 8), {"kind": "normal"})
     assert with_extra_axis(spec, 6).shape == ("batch", 6, 3, 8, 8)
+
+
+def test_a_vision_tower_without_its_declared_main_input_takes_pixel_values(tmp_path):
+    # idefics3's vision tower inherits main_input_name "input_ids", but its forward takes only pixel_values
+    result = api.export("tiny:idefics3_vision", tmp_path / "tower", task="feature-extraction",
+                        exporter="transformers")
+    assert result.report is not None and result.report["passed"], result.report
+    assert list(_graph_inputs(result)) == ["pixel_values"]

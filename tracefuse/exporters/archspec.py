@@ -230,6 +230,20 @@ def fix_axes(spec: ArchSpec, axes: Sequence[str]) -> ArchSpec:
                                dynamic_image_size=spec.dynamic_image_size and not {"height", "width"} & set(sizes))
 
 
+def _main_input(loaded: LoadedModel) -> str | None:
+    """The module's `main_input_name` when its forward takes it; else the first forward parameter that is an
+    input this module can generate (a vision tower that inherits the default "input_ids" but takes only
+    pixel_values)."""
+    name = getattr(loaded.module, "main_input_name", None)
+    params = _forward_params(loaded.module)
+    if name in params:
+        return name
+    known = [p for p in params if p in ("input_ids", "pixel_values", "input_values", *FEATURE_INPUTS)]
+    if known:
+        logger.info("main input %s: the forward takes no %s", known[0], name)
+    return known[0] if known else name
+
+
 def resolve_spec(loaded: LoadedModel, use_cache: bool = True) -> ArchSpec:
     """The ArchSpec for a loaded model: introspected, then the override table applied.
 
@@ -238,7 +252,7 @@ def resolve_spec(loaded: LoadedModel, use_cache: bool = True) -> ArchSpec:
     """
     if loaded.example_inputs is not None:
         return _factory_spec(loaded)
-    main_input = getattr(loaded.module, "main_input_name", None)
+    main_input = _main_input(loaded)
     overrides = {**_OVERRIDES.get((loaded.model_type, None), {}),
                  **_OVERRIDES.get((loaded.model_type, loaded.task), {})}
     if not use_cache:
