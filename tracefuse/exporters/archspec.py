@@ -157,11 +157,20 @@ def _with_decoder_ids(spec: ArchSpec, loaded: LoadedModel) -> ArchSpec:
     return dataclasses.replace(spec, inputs=(*spec.inputs, ids), trace_shape=trace, validation_shapes=shapes)
 
 
-def _text_shapes(inputs: tuple[TensorSpec, ...]) -> tuple[dict[str, int], tuple[dict[str, int], ...]]:
-    """Trace sizes and validation shapes of the text spec, longer by the media placeholders ids start with."""
+def _text_shapes(inputs: tuple[TensorSpec, ...], positions: int | None = None,
+                 ) -> tuple[dict[str, int], tuple[dict[str, int], ...]]:
+    """Trace sizes and validation shapes of the text spec, longer by the media placeholders ids start with.
+    A position table shorter than the usual lengths (`positions`: owlvit's text tower has 16) bounds them:
+    validation at half of it and all of it, tracing just past the half."""
     extra = max((len(spec.fill.get("prefix") or []) for spec in inputs), default=0)
     trace = {**TEXT_TRACE, "sequence": TEXT_TRACE["sequence"] + extra}
-    return trace, tuple({**shape, "sequence": shape["sequence"] + extra} for shape in TEXT_SHAPES)
+    shapes = tuple({**shape, "sequence": shape["sequence"] + extra} for shape in TEXT_SHAPES)
+    if positions and positions >= extra + 8 and max(s["sequence"] for s in shapes) > positions:
+        short = extra + (positions - extra) // 2
+        shapes = ({**shapes[0], "sequence": short}, {**shapes[-1], "sequence": positions})
+        trace = {**trace, "sequence": short + 1}
+        logger.info("text lengths %d and %d: the position table has %d entries", short, positions, positions)
+    return trace, shapes
 
 
 def _factory_spec(loaded: LoadedModel) -> ArchSpec:
@@ -261,7 +270,10 @@ def resolve_spec(loaded: LoadedModel, use_cache: bool = True) -> ArchSpec:
         spec = ArchSpec(loaded.model_type, loaded.task, **decoder)
     elif main_input == "input_ids":
         inputs = _text_inputs(loaded)
-        spec = _with_decoder_ids(ArchSpec(loaded.model_type, loaded.task, inputs, *_text_shapes(inputs)), loaded)
+        text = getattr(loaded.config, "text_config", None) or loaded.config
+        positions = getattr(text, "max_position_embeddings", None)
+        shapes = _text_shapes(inputs, positions if isinstance(positions, int) and positions > 0 else None)
+        spec = _with_decoder_ids(ArchSpec(loaded.model_type, loaded.task, inputs, *shapes), loaded)
     elif main_input == "pixel_values":
         extra = _extra_axis(loaded, pixel_spec(loaded.config, dynamic=False))
         dynamic = overrides.get("dynamic_image_size")
