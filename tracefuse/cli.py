@@ -165,8 +165,8 @@ def export(
                                                     "manifest).")] = False,
     fixed_axes: Annotated[str | None, typer.Option("--fixed-axes", help="Comma-separated dynamic axes to fix at "
                                                    "their trace size (e.g. samples, or '*' for every axis but "
-                                                   "batch): for a model whose forward guards on a length that "
-                                                   "torch.export cannot keep symbolic.")] = None,
+                                                   "batch): for a model that torch.export specializes on an "
+                                                   "axis (it says it 'inferred a static shape').")] = None,
 ) -> None:
     """Export MODEL to an artifact directory, then validate it on ONNX Runtime CPU against PyTorch.
 

@@ -216,8 +216,9 @@ def spec_axes(spec: ArchSpec) -> list[str]:
 
 def fix_axes(spec: ArchSpec, axes: Sequence[str]) -> ArchSpec:
     """The spec with `axes` fixed at their trace size ("*": every axis but batch): those leave the graph's
-    dynamic axes, and every validation shape takes the trace size for them. For a model whose forward guards
-    on a length torch.export cannot keep symbolic (padding to a window, a codec's frame arithmetic)."""
+    dynamic axes, and every validation shape takes the trace size for them. For a model that torch.export
+    specializes on an axis (it "inferred a static shape": mamba's sequence). It does not help a forward that
+    reads sizes from tensor values (`.item()`: data-dependent guards), which stay unbacked at any size."""
     named = spec_axes(spec)
     wanted = [a for a in named if a != "batch"] if list(axes) == ["*"] else list(axes)
     unknown = [a for a in wanted if a not in named]
