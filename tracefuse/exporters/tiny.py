@@ -9,6 +9,7 @@ from tracefuse.errors import SourceError
 from tracefuse.exporters.placeholders import placeholder_ids
 from tracefuse.exporters.tiny_rules import consistency_kwargs
 from tracefuse.exporters.tiny_stages import stage_kwargs, sub_config_kwargs
+from tracefuse.exporters.tiny_ties import width_tie_kwargs
 
 logger = logging.getLogger(__name__)
 
@@ -91,5 +92,6 @@ def tiny_config(model_type: str):
         )
     default = AutoConfig.for_model(model_type)
     kwargs = tiny_config_kwargs(default)
+    kwargs.update(width_tie_kwargs(default, kwargs))  # widths repeated in other nested configs (tiny_ties)
     logger.debug("tiny %s: %s", model_type, kwargs)
     return AutoConfig.for_model(model_type, **kwargs)

@@ -1,0 +1,68 @@
+"""Widths tied across nested configs: a field that must equal another config's hidden size follows its shrink.
+
+A multimodal or composite config often repeats a tower's width under another name in another config: an
+audio encoder's `out_hidden_size` equals the text model's `hidden_size` (its output is scattered onto the
+text embeddings), a head's `audio_hidden_size` equals the audio encoder's width, a flow head's
+`condition_dim` equals the backbone's. The configs check these relations in their constructors, so a shrink
+that sets only the standard width fields breaks them ("`audio_config.out_hidden_size` (8192) must match
+`text_config.hidden_size` (32)").
+
+The rule, from what the fields mean and never from the model type: a width-like field (its name ends in
+`hidden_size` or `_dim`, and it is not a head, feed-forward, state, kernel or latent size) that the shrink
+left alone, whose default value equals the default of a width the shrink changed, takes that width's new
+value. Only the values are compared, across the whole config tree.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+WIDTHS = ("hidden_size", "d_model", "n_embd")
+_NOT_WIDTH = ("head", "intermediate", "ffn", "state", "kernel", "conv", "latent", "vocab", "embedding_size")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_width_like(name: str) -> bool:
+    return isinstance(name, str) and (name.endswith("hidden_size") or name.endswith("_dim")) and not any(w in name for w in _NOT_WIDTH)
+
+
+def _shrunk_widths(default: dict[str, Any], changed: dict[str, Any], found: dict[int, int]) -> None:
+    """Collect {default width: new width} from every level of the tree where the shrink changed a width."""
+    for name, value in default.items():
+        new = changed.get(name)
+        if isinstance(value, dict) and isinstance(new, dict):
+            _shrunk_widths(value, new, found)
+        elif name in WIDTHS and _is_int(value) and _is_int(new) and new != value:
+            found.setdefault(value, new)
+
+
+def _tie(default: dict[str, Any], changed: dict[str, Any], widths: dict[int, int], path: str) -> dict[str, Any]:
+    ties: dict[str, Any] = {}
+    for name, value in default.items():
+        if isinstance(value, dict) and isinstance(changed.get(name), dict):
+            sub = _tie(value, changed[name], widths, f"{path}{name}.")
+            if sub:
+                ties[name] = {**changed[name], **sub}
+        elif (_is_width_like(name) and name not in WIDTHS and _is_int(value) and value in widths
+              and changed.get(name, value) == value):
+            ties[name] = widths[value]
+            logger.debug("tiny: %s%s %d follows a width shrunk to %d", path, name, value, widths[value])
+    return ties
+
+
+def width_tie_kwargs(default: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Changes to the shrink `kwargs` of config `default` that keep widths tied across its nested configs
+    (see the module doc); nested configs come back as whole dicts, like `kwargs` holds them."""
+    tree = default.to_dict()
+    widths: dict[int, int] = {}
+    _shrunk_widths(tree, kwargs, widths)
+    if not widths:
+        return {}
+    full = {**tree, **kwargs}
+    return _tie(tree, full, widths, "")
