@@ -28,8 +28,10 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_width_like(name: str) -> bool:
-    return isinstance(name, str) and (name.endswith("hidden_size") or name.endswith("_dim")) and not any(w in name for w in _NOT_WIDTH)
+def _is_width_like(name: Any) -> bool:
+    if not isinstance(name, str):  # id2label's keys
+        return False
+    return (name.endswith("hidden_size") or name.endswith("_dim")) and not any(w in name for w in _NOT_WIDTH)
 
 
 def _shrunk_widths(default: dict[str, Any], changed: dict[str, Any], found: dict[int, int]) -> None:
