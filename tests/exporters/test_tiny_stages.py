@@ -45,3 +45,26 @@ def test_hgnet_v2_backbone_validates_at_two_shapes(tmp_path):
     assert result.report is not None and result.report["passed"], result.report
     assert len(result.report["cases"]) == 2
     assert [o.name for o in result.artifact.manifest.outputs][:1] == ["feature_maps_0"]
+
+
+def test_a_layered_backbone_keeps_one_layer_per_feature_map_it_outputs():
+    from tracefuse.exporters.tiny_stages import backbone_output_kwargs
+
+    class _Backbone:
+        def __init__(self, indices):
+            self.num_hidden_layers = 12
+            self.out_features = [f"stage{i}" for i in indices]
+            self.out_indices = list(indices)
+
+    changes = backbone_output_kwargs(_Backbone([3, 6, 9, 12]), {"num_hidden_layers": 2})
+    assert changes == {"out_features": ["stage1", "stage2", "stage3", "stage4"], "out_indices": [1, 2, 3, 4],
+                       "num_hidden_layers": 4}
+    assert backbone_output_kwargs(_Backbone([12]), {"num_hidden_layers": 2}) == {
+        "out_features": ["stage2"], "out_indices": [2]}  # the last layer, as before the shrink
+
+
+def test_a_detector_with_a_vit_backbone_builds():
+    config = tiny_config("tipsv2_dpt")  # four feature levels from a ViT; raised "must be a subset of stage_names"
+    backbone = config.backbone_config
+    assert backbone.out_features == ["stage1", "stage2", "stage3", "stage4"]
+    assert backbone.num_hidden_layers == 4

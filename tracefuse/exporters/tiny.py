@@ -7,6 +7,7 @@ from typing import Any
 
 from tracefuse.errors import SourceError
 from tracefuse.exporters.placeholders import placeholder_ids
+from tracefuse.exporters.tiny_layers import read_field
 from tracefuse.exporters.tiny_rules import consistency_kwargs
 from tracefuse.exporters.tiny_stages import stage_kwargs, sub_config_kwargs
 from tracefuse.exporters.tiny_ties import width_tie_kwargs
@@ -40,9 +41,9 @@ def tiny_config_kwargs(config: Any) -> dict[str, Any]:
     """The shrink for one default config: small scalars, and list-valued stage sizes cut to two stages."""
     kwargs: dict[str, Any] = {}
     for key, value in _SCALARS.items():
-        if isinstance(getattr(config, key, None), int) and not isinstance(getattr(config, key), bool):
+        if isinstance(read_field(config, key), int) and not isinstance(read_field(config, key), bool):
             kwargs[key] = value
-    if isinstance(getattr(config, "num_key_value_heads", None), int):
+    if isinstance(read_field(config, "num_key_value_heads"), int):
         kwargs["num_key_value_heads"] = HEADS // 2
     pad = getattr(config, "pad_token_id", None)
     if isinstance(pad, int) and "vocab_size" in kwargs and pad >= VOCAB:

@@ -21,6 +21,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from tracefuse.exporters.tiny_layers import FIELD as PER_LAYER
+from tracefuse.exporters.tiny_layers import layer_kinds, layer_overrides, renumbered, shrunk_overrides
+
 logger = logging.getLogger(__name__)
 
 _LAYER_COUNTS = ("num_hidden_layers", "num_layers", "n_layer", "n_layers")
@@ -58,12 +61,21 @@ def _per_layer(config: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     kinds = fields.get("layer_types")
     lists = {k: v for k, v in fields.items() if isinstance(v, (list, tuple)) and len(v) == before and before > after
              and k not in _NOT_PER_LAYER and k not in kwargs}
-    if not lists:
+    overrides = layer_overrides(config)
+    if not lists and not overrides:
         return {}
     if not (isinstance(kinds, (list, tuple)) and len(kinds) == before):  # another per-layer list of kind names
         kinds = next((v for v in lists.values() if all(isinstance(x, str) for x in v) and len(set(v)) > 1), None)
-    picked = _pick_layers(list(kinds) if kinds is not None else [None] * before, after)
+    kinds = layer_kinds(list(kinds) if kinds is not None else [None] * before, overrides)
+    picked = _pick_layers(kinds, after)
     changes: dict[str, Any] = {k: [v[i] for i in picked] for k, v in lists.items()}
+    if overrides:  # renumbered here; their sizes shrink once the global ones are known (consistency_kwargs)
+        changes[PER_LAYER] = renumbered(overrides, picked)
+    for name, value in changes.items():  # per-layer head counts: at most the shrunk global count
+        cap = kwargs.get("num_key_value_heads" if "key_value" in name else "num_attention_heads",
+                         kwargs.get("num_attention_heads"))
+        if "heads" in name and _is_int(cap) and all(_is_int(v) for v in value):
+            changes[name] = [min(v, cap) for v in value]
     if len(picked) != after:
         changes[key] = len(picked)  # one layer of each kind needs more than the default count
     return changes
@@ -188,6 +200,8 @@ def consistency_kwargs(config: Any, kwargs: dict[str, Any], hidden: int, heads: 
     changes.update(_rope(config, head_dim))
     changes.update(_state_space(config, kwargs, width))
     changes.update(_latent_attention(config, kwargs, head_dim))
+    if PER_LAYER in changes:
+        changes[PER_LAYER] = shrunk_overrides(config, changes[PER_LAYER], {**kwargs, **changes})
     if changes:
         logger.debug("tiny: consistency changes %s", changes)
     return changes

@@ -36,6 +36,7 @@ HIDDEN_FIELDS = ("hidden_size", "d_model", "n_embd", "dim")
 _WIDTH_WORDS = ("hidden_size", "hidden_dim", "embed_dim", "channels", "conv_dim", "tdnn_dim", "dims", "key_dim")
 _NOT_STAGES = ("out_indices", "out_features", "stage_names", "id2label", "label2id")
 _STAGE_COUNTS = ("num_stages", "num_encoder_blocks", "num_layers")
+_LAYER_COUNTS = ("num_hidden_layers", "num_layers", "n_layer", "n_layers")
 # Capped, never raised: a window of 7 over a 4x4 grid must stay valid, and a 32-letter CTC vocabulary
 # (wav2vec2) stays 32. Patch sizes are kept: one can be the stride of a hard-coded stem (levit: 16).
 _CAPS = {"window_size": 4, "vocab_size": 1000}
@@ -76,7 +77,11 @@ def stage_kwargs(config: Any, hidden: int) -> dict[str, Any]:
     depths = fields.get("depths")
     stages = len(depths) if _number_list(depths) else None
     keep = min(stages, STAGES) if stages else None
-    lists = {k: list(v) for k, v in fields.items() if _stage_list(k, v)}
+    layers = next((fields[k] for k in _LAYER_COUNTS if _is_int(fields.get(k))), None)
+    # a list with one entry per layer (laguna's num_attention_heads_per_layer) of a model without stages is
+    # tiny_rules' business: it is cut with the layers, not shrunk like stage sizes
+    lists = {k: list(v) for k, v in fields.items()
+             if _stage_list(k, v) and (stages or layers is None or len(v) != layers or layers < 3)}
     if stages and keep < stages:
         for name, value in list(lists.items()):
             if len(value) in (stages, stages - 1):
@@ -116,6 +121,28 @@ def stage_kwargs(config: Any, hidden: int) -> dict[str, Any]:
     return kwargs
 
 
+def backbone_output_kwargs(config: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A backbone made of layers (a ViT as a detector's backbone: one stage per layer, no `depths`) that
+    outputs the feature maps of some layers: those become the last layers of the shrunk backbone, which keeps
+    at least as many layers as it has outputs (a detector wants as many feature levels as it was built for)."""
+    fields = _fields(config)
+    features, indices = getattr(config, "out_features", None), getattr(config, "out_indices", None)
+    key = next((k for k in _LAYER_COUNTS if k in kwargs and _is_int(fields.get(k))), None)
+    if key is None or "depths" in fields or not isinstance(features, (list, tuple)) or not features:
+        return {}
+    count = len(features)
+    layers = max(int(kwargs[key]), count)
+    if all(f"stage{i}" in features for i in range(layers - count + 1, layers + 1)) and layers == kwargs[key]:
+        return {}
+    changes: dict[str, Any] = {"out_features": [f"stage{i}" for i in range(layers - count + 1, layers + 1)]}
+    if isinstance(indices, (list, tuple)):
+        changes["out_indices"] = list(range(layers - count + 1, layers + 1))
+    if layers != kwargs[key]:
+        changes[key] = layers
+    logger.debug("tiny: backbone outputs %s", changes)
+    return changes
+
+
 def _native_default(config: Any, name: str) -> Any | None:
     """The Transformers config a timm backbone falls back to: the class's declared default for that field."""
     spec = getattr(type(config), "sub_configs_defaults", {}).get(name)
@@ -144,9 +171,12 @@ def sub_config_kwargs(config: Any, shrink: Callable[[Any], dict[str, Any]]) -> d
             if "use_timm_backbone" in _fields(config):
                 kwargs["use_timm_backbone"] = False
         changes = shrink(value)
+        changes.update(backbone_output_kwargs(value, changes))  # explicit here, unlike a top-level default
         if changes or value is not getattr(config, name):
             full = value.to_dict()
             if "depths" in changes:  # let the backbone re-derive its stage names and outputs for the new depth
                 full = {k: v for k, v in full.items() if k not in _NOT_STAGES}
+            elif "out_features" in changes:  # stage names follow the new layer count
+                full.pop("stage_names", None)
             kwargs[name] = {**full, **changes}
     return kwargs
