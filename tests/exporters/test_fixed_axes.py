@@ -51,3 +51,13 @@ def test_coverage_retries_with_fixed_axes_when_torch_export_specializes_one(tmp_
     assert row["status"] == "validated", row
     assert row["exporter"] == "dynamo, fixed axes"
     assert row["cases"] == ["batch=1,sequence=9", "batch=3,sequence=9"]  # the table shows the fixed length
+
+
+def test_coverage_retries_with_fixed_axes_when_the_graph_holds_the_trace_size(tmp_path):
+    # dinov2_with_registers runs eagerly at any image size, but its graph interpolates the position table to the
+    # trace size: ONNX Runtime fails at the second size, and the retry with the image size fixed validates
+    row = probe("dinov2_with_registers", "feature-extraction", tmp_path)
+    assert row["status"] == "validated", row
+    assert row["exporter"] == "dynamo, fixed axes"
+    assert [c.split(",")[0] for c in row["cases"]] == ["batch=1", "batch=3"]
+    assert len({c.split(",", 1)[1] for c in row["cases"]}) == 1  # one image size: the trace's

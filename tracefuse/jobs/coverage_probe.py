@@ -27,6 +27,7 @@ FALLBACKS = ("dynamo", "transformers", "torchscript")
 # axis but batch fixed at its trace size (archspec.fix_axes); the row's exporter says so.
 _SPECIALIZED = ("conflicts between user-specified ranges and inferred ranges", "Constraints violated")
 FIXED = "dynamo, fixed axes"
+_RUN_FAILED = "Non-zero status code returned while running"  # ONNX Runtime ran the graph and a node failed
 # progress messages of api.export -> the stage they start
 _STAGES = (("loading", "build"), ("probing", "forward"), ("exporting", "export"), ("validating", "validate"))
 # wrapper errors whose own first line says less than their cause
@@ -65,6 +66,14 @@ def _mismatch_reason(report: dict[str, Any]) -> str:
     return "validation failed"
 
 
+def _specialized_graph(report: dict[str, Any]) -> bool:
+    """The graph matches PyTorch at the first validation shape and not at a later one: it holds the trace
+    shape's branch (a position table interpolated to the trace size, a window clamped), so dynamo with fixed
+    axes is tried."""
+    cases = report.get("cases", [])
+    return len(cases) > 1 and bool(cases[0].get("passed")) and not all(c.get("passed") for c in cases[1:])
+
+
 def _worst(report: dict[str, Any]) -> float | None:
     values = [o["max_abs"] for c in report.get("cases", []) for o in c.get("outputs", []) if "max_abs" in o]
     return max(values) if values else None
@@ -99,7 +108,9 @@ def probe(model_type: str, task: str, work_dir: Path, *, fallback: bool = True) 
     Status: `validated` (ONNX Runtime matches PyTorch at both shapes), `mismatch` (exported, but outputs
     differ), `failed` (an error at `stage`: config, build, forward, export or validate). When the dynamo
     exporter fails, the FALLBACKS are tried in turn (`fallback`), first dynamo with fixed axes when torch.export
-    says the model specializes one; the row names the exporter that worked.
+    says the model specializes one. Dynamo with fixed axes is also tried, instead, when the graph exported but
+    holds its trace shape: ONNX Runtime fails running it, or it matches PyTorch at the first validation shape
+    only. The row names the exporter that worked.
     """
     from tracefuse.exporters.tiny import tiny_config
 
@@ -122,6 +133,10 @@ def probe(model_type: str, task: str, work_dir: Path, *, fallback: bool = True) 
                 row.update(stage=stage[0], reason=reason_of(exc), traceback=traceback.format_exc()[-3000:])
                 if fallback and any(text in row["reason"] + row["traceback"] for text in _SPECIALIZED):
                     attempts.insert(1, FIXED)
+                elif fallback and stage[0] == "validate" and _RUN_FAILED in row["reason"]:
+                    # exported and loaded, but ONNX Runtime fails running it (at another shape than the trace's)
+                    attempts[1:] = [FIXED]
+                    continue
             else:  # the row keeps dynamo's reason (the default exporter), the others' are listed
                 row.setdefault("fallback_reasons", {})[exporter] = reason_of(exc)
             if stage[0] != "export":
@@ -129,12 +144,17 @@ def probe(model_type: str, task: str, work_dir: Path, *, fallback: bool = True) 
             continue
         else:
             passed = bool(report.get("passed"))
+            if not passed and exporter == FIXED and row["status"] == "mismatch":
+                break  # fixed axes did not help either: the row keeps the dynamic export's mismatch
             row.update(exported=True, exporter=exporter, stage="validate", max_abs=_worst(report),
                        cases=[c["name"] for c in report.get("cases", [])],
                        status="validated" if passed else "mismatch",
                        reason=None if passed else _mismatch_reason(report))
             if passed:
                 row.pop("traceback", None)
+            elif fallback and exporter == "dynamo" and _specialized_graph(report):
+                attempts[1:] = [FIXED]
+                continue
             break
         finally:
             shutil.rmtree(out, ignore_errors=True)
