@@ -17,6 +17,7 @@ from tracefuse.artifact import TensorSpec
 from tracefuse.errors import ExportError
 from tracefuse.exporters.audio_features import FEATURE_INPUTS, feature_fields
 from tracefuse.exporters.decoder_spec import decoder_spec_fields
+from tracefuse.exporters.grid_spec import grid_fields, takes_grid
 from tracefuse.exporters.media_rank import concrete, extra_axis_size, wants_extra_axis, with_extra_axis
 from tracefuse.exporters.media_spec import (
     AUDIO_TRACE,
@@ -269,6 +270,8 @@ def resolve_spec(loaded: LoadedModel, use_cache: bool = True) -> ArchSpec:
         _refuse_no_cache_encoder_decoder(loaded)
     if use_cache and (decoder := decoder_spec_fields(loaded)) is not None:  # decoders, encoder-decoders: KV cache
         spec = ArchSpec(loaded.model_type, loaded.task, **decoder)
+    elif takes_grid(loaded.module):  # a packed-patch vision encoder: patches, grid_thw and grid helpers
+        spec = ArchSpec(loaded.model_type, loaded.task, **grid_fields(loaded.module, loaded.config))
     elif main_input == "input_ids":
         inputs = _text_inputs(loaded)
         text = getattr(loaded.config, "text_config", None) or loaded.config

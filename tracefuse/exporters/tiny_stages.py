@@ -15,8 +15,9 @@ mean, read from their names and values, never from the model type:
   every stage's head count divides;
 - scalars that equaled the hidden width (`embedding_size` in squeezebert, `pooler_output_size`, a depthwise
   convolution's `upsample_groups`) follow it;
-- window sizes are capped, not raised, so the small image still covers every stage's window; patch sizes
-  are kept (levit's is the stride of its fixed convolution stem);
+- window sizes are capped, not raised, so the small image still covers every stage's window (a window given
+  in pixels over merged patches, a multiple of the patch size, is kept); patch sizes are kept (levit's is
+  the stride of its fixed convolution stem);
 - nested configs are shrunk with the same rules; a timm backbone is replaced by the config's own
   Transformers default backbone (so no timm is needed, and it is shrunk too).
 """
@@ -116,6 +117,10 @@ def stage_kwargs(config: Any, hidden: int) -> dict[str, Any]:
         elif name == "embed_dim" and _is_int(value) and stages:
             kwargs[name] = FIRST_WIDTH  # the first stage's width (swin)
     for name, cap in _CAPS.items():
+        patch = fields.get("patch_size")
+        if name == "window_size" and _is_int(patch) and patch > 1 and _is_int(fields.get(name)) and \
+                fields[name] % patch == 0 and _is_int(fields.get("spatial_merge_size")):
+            continue  # a window in pixels over merged patches (qwen2.5-VL's 112 = 8 × 14, merged 2 × 2): kept
         if _is_int(fields.get(name)):
             kwargs[name] = min(fields[name], cap)
     return kwargs

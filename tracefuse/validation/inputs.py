@@ -11,6 +11,8 @@ import numpy as np
 
 from tracefuse.artifact import TensorSpec
 from tracefuse.errors import FeedError, TracefuseError
+from tracefuse.grid_fill import KINDS as GRID_KINDS
+from tracefuse.grid_fill import derive
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +39,7 @@ def generate_inputs(specs: Sequence[TensorSpec], sizes: dict[str, int], seed: in
     Masks keep the first row whole and pad the end of later rows, so the mask path is exercised.
     Positions ({"kind": "positions", "offset_axis": "past_sequence"}) count on from the cached length.
     Token ids may start with a fixed `prefix` (media placeholder tokens), the same in every row.
+    An image grid and its helpers (kinds in grid_fill.KINDS) follow from the sizes `grid_h` and `grid_w`.
     """
     rng = np.random.default_rng(seed)
     feeds: dict[str, np.ndarray] = {}
@@ -64,6 +67,11 @@ def generate_inputs(specs: Sequence[TensorSpec], sizes: dict[str, int], seed: in
             arr = np.tile(np.arange(offset, offset + shape[-1]).astype(dtype), (*shape[:-1], 1))
         elif kind == "zeros":
             arr = np.zeros(shape, dtype=dtype)
+        elif kind in GRID_KINDS:  # an image grid and what a packed-patch vision encoder computes from it
+            arr = derive(kind, spec.fill.get("params") or {}, sizes).astype(dtype)
+            if arr.shape != shape:
+                raise TracefuseError(f"input '{spec.name}' derived from the grid has shape {list(arr.shape)}, "
+                                     f"not {list(shape)}", fix="give sizes consistent with grid_h and grid_w")
         else:
             arr = rng.standard_normal(size=shape).astype(dtype)
         feeds[spec.name] = arr
