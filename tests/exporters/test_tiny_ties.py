@@ -46,3 +46,18 @@ def test_real_configs_keep_their_cross_checks():
     assert docling.vision_config.out_hidden_size == docling.text_config.hidden_size == HIDDEN
     tts = tiny_config("pocket_tts")
     assert tts.flow_head_config.condition_dim == tts.hidden_size == HIDDEN
+
+
+def test_a_detector_reads_the_stages_of_its_backbone_at_their_new_widths():
+    config = tiny_config("rt_detr")
+    backbone = config.backbone_config
+    # the detector reads three feature levels (stages 2-4): the backbone keeps its stages up to the last one
+    assert backbone.out_indices == [2, 3, 4] and len(backbone.depths) == 4
+    assert list(config.encoder_in_channels) == [backbone.hidden_sizes[i - 1] for i in backbone.out_indices]
+    assert list(config.decoder_in_channels) == [config.d_model] * 3  # made of its own hidden width
+    assert config.num_queries <= 32  # fewer than the anchors of a small image
+
+
+def test_a_backbone_with_one_output_is_still_cut_to_two_stages():
+    backbone = tiny_config("detr").backbone_config
+    assert len(backbone.depths) == 2 and backbone.out_features == ["stage2"]

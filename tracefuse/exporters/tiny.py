@@ -37,8 +37,9 @@ _SCALARS: dict[str, int] = {
 }
 
 
-def tiny_config_kwargs(config: Any) -> dict[str, Any]:
-    """The shrink for one default config: small scalars, and list-valued stage sizes cut to two stages."""
+def tiny_config_kwargs(config: Any, nested: bool = False) -> dict[str, Any]:
+    """The shrink for one default config: small scalars, and list-valued stage sizes cut to two stages (or, for
+    a `nested` backbone whose outputs its parent set, to as many as its last output needs)."""
     kwargs: dict[str, Any] = {}
     for key, value in _SCALARS.items():
         if isinstance(read_field(config, key), int) and not isinstance(read_field(config, key), bool):
@@ -56,7 +57,7 @@ def tiny_config_kwargs(config: Any) -> dict[str, Any]:
         kwargs["decoder_start_token_id"] = VOCAB - 2  # it is embedded at the first decoder step
     kwargs.update(special_token_kwargs(config))  # the vocabulary may be the text_config's: shrunk all the same
     # per-stage lists, tied widths, window/patch caps, nested configs (tiny_stages explains the rules)
-    kwargs.update(stage_kwargs(config, kwargs.get("hidden_size", HIDDEN)))
+    kwargs.update(stage_kwargs(config, kwargs.get("hidden_size", HIDDEN), keep_outputs=nested))
     kwargs.update(consistency_kwargs(config, kwargs, HIDDEN, HEADS))  # layer_types, head_dim, mrope, ssm heads
     kwargs.update(sub_config_kwargs(config, tiny_config_kwargs))
     return kwargs

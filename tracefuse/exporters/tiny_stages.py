@@ -39,8 +39,9 @@ _NOT_STAGES = ("out_indices", "out_features", "stage_names", "id2label", "label2
 _STAGE_COUNTS = ("num_stages", "num_encoder_blocks", "num_layers")
 _LAYER_COUNTS = ("num_hidden_layers", "num_layers", "n_layer", "n_layers")
 # Capped, never raised: a window of 7 over a 4x4 grid must stay valid, and a 32-letter CTC vocabulary
-# (wav2vec2) stays 32. Patch sizes are kept: one can be the stride of a hard-coded stem (levit: 16).
-_CAPS = {"window_size": 4, "vocab_size": 1000}
+# (wav2vec2) stays 32. Patch sizes are kept: one can be the stride of a hard-coded stem (levit: 16). A
+# detector's object queries are fewer than the anchors of a small image (rt_detr picks its top 300).
+_CAPS = {"window_size": 4, "vocab_size": 1000, "num_queries": 32}
 
 
 def _is_int(value: Any) -> bool:
@@ -70,14 +71,26 @@ def _round8(value: float) -> int:
     return max(8, int(round(value / 8)) * 8)
 
 
-def stage_kwargs(config: Any, hidden: int) -> dict[str, Any]:
+def _last_output_stage(config: Any) -> int:
+    """The last stage a backbone outputs when it outputs several (a detector's feature levels), else 0: a single
+    output can always be the last of the kept stages."""
+    indices = getattr(config, "out_indices", None)
+    if not isinstance(indices, (list, tuple)) or len(indices) < 2:
+        return 0
+    return max((i for i in indices if _is_int(i)), default=0)
+
+
+def stage_kwargs(config: Any, hidden: int, keep_outputs: bool = False) -> dict[str, Any]:
     """Shrunk values for the config's list-valued sizes, stage counts, tied widths and capped window/patch
-    sizes; `hidden` is the hidden width the scalar shrink chose."""
+    sizes; `hidden` is the hidden width the scalar shrink chose. With `keep_outputs` (a backbone nested in a
+    detector, which reads the feature maps of the stages its config names), the stages up to the last output
+    are kept."""
     fields = _fields(config)
     kwargs: dict[str, Any] = {}
     depths = fields.get("depths")
     stages = len(depths) if _number_list(depths) else None
-    keep = min(stages, STAGES) if stages else None
+    floor = max(STAGES, _last_output_stage(config)) if keep_outputs else STAGES
+    keep = min(stages, floor) if stages else None
     layers = next((fields[k] for k in _LAYER_COUNTS if _is_int(fields.get(k))), None)
     # a list with one entry per layer (laguna's num_attention_heads_per_layer) of a model without stages is
     # tiny_rules' business: it is cut with the layers, not shrunk like stage sizes
@@ -159,8 +172,9 @@ def _native_default(config: Any, name: str) -> Any | None:
     return AutoConfig.for_model(spec.model_type, **init)
 
 
-def sub_config_kwargs(config: Any, shrink: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
-    """Nested configs (text_config, vision_config, backbone_config…) shrunk with `shrink`, as dicts to pass."""
+def sub_config_kwargs(config: Any, shrink: Callable[..., dict[str, Any]]) -> dict[str, Any]:
+    """Nested configs (text_config, vision_config, backbone_config…) shrunk with `shrink(config, nested=True)`, as
+    dicts to pass."""
     from transformers import PretrainedConfig
 
     kwargs: dict[str, Any] = {}
@@ -175,11 +189,14 @@ def sub_config_kwargs(config: Any, shrink: Callable[[Any], dict[str, Any]]) -> d
             value = native
             if "use_timm_backbone" in _fields(config):
                 kwargs["use_timm_backbone"] = False
-        changes = shrink(value)
+        changes = shrink(value, nested=True)
         changes.update(backbone_output_kwargs(value, changes))  # explicit here, unlike a top-level default
         if changes or value is not getattr(config, name):
             full = value.to_dict()
-            if "depths" in changes:  # let the backbone re-derive its stage names and outputs for the new depth
+            if "depths" in changes and _last_output_stage(value) <= len(changes["depths"]) and \
+                    len(changes["depths"]) == len(value.depths):  # every stage kept: outputs stay valid
+                pass
+            elif "depths" in changes:  # let the backbone re-derive its stage names and outputs for the new depth
                 full = {k: v for k, v in full.items() if k not in _NOT_STAGES}
             elif "out_features" in changes:  # stage names follow the new layer count
                 full.pop("stage_names", None)

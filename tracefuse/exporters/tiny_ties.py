@@ -11,6 +11,11 @@ The rule, from what the fields mean and never from the model type: a width-like 
 `hidden_size` or `_dim`, and it is not a head, feed-forward, state, kernel or latent size) that the shrink
 left alone, whose default value equals the default of a width the shrink changed, takes that width's new
 value. Only the values are compared, across the whole config tree.
+
+A detector's own lists of channel widths are made of its backbone's stage widths (`encoder_in_channels` are
+the widths of the stages it reads) or of its hidden width (`decoder_in_channels`): such a list, when every
+entry is the default of a shrunk width, takes the new values (the hidden width first, then the stage widths
+of the nested configs, position by position).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 WIDTHS = ("hidden_size", "d_model", "n_embd")
+_WIDTH_LISTS = ("channels", "hidden_sizes", "hidden_dims")
 _NOT_WIDTH = ("head", "intermediate", "ffn", "state", "kernel", "conv", "latent", "vocab", "embedding_size")
 
 
@@ -58,6 +64,43 @@ def _tie(default: dict[str, Any], changed: dict[str, Any], widths: dict[int, int
     return ties
 
 
+def _int_list(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) and bool(value) and all(_is_int(v) for v in value)
+
+
+def _is_width_list(name: Any) -> bool:
+    return isinstance(name, str) and any(w in name for w in _WIDTH_LISTS) and not any(
+        w in name for w in ("kernel", "stride", "head", "layers", "blocks"))
+
+
+def _shrunk_width_lists(default: dict[str, Any], changed: dict[str, Any], found: dict[int, int]) -> None:
+    """Collect {default stage width: new stage width}, position by position, from the width lists the shrink
+    changed in nested configs (a backbone's `hidden_sizes`)."""
+    for name, value in default.items():
+        new = changed.get(name)
+        if isinstance(value, dict) and isinstance(new, dict):
+            _shrunk_width_lists(value, new, found)
+            for inner, old in value.items():
+                if _is_width_list(inner) and _int_list(old) and _int_list(new.get(inner)):
+                    for before, after in zip(old, new[inner]):
+                        found.setdefault(before, after)
+
+
+def _tie_lists(default: dict[str, Any], changed: dict[str, Any], widths: dict[int, int],
+               stages: dict[int, int]) -> dict[str, Any]:
+    """Top-level width lists of a detector made of a backbone's stage widths (`encoder_in_channels`) or of its
+    own hidden width (`decoder_in_channels`): they take the new values of what they were made of."""
+    ties: dict[str, Any] = {}
+    for name, value in default.items():
+        if not (_is_width_list(name) and _int_list(value)):
+            continue
+        table = widths if all(v in widths for v in value) else stages if all(v in stages for v in value) else None
+        if table is not None and list(changed.get(name, value)) != [table[v] for v in value]:
+            ties[name] = [table[v] for v in value]
+            logger.debug("tiny: %s %s follows the widths it was made of: %s", name, list(value), ties[name])
+    return ties
+
+
 def width_tie_kwargs(default: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     """Changes to the shrink `kwargs` of config `default` that keep widths tied across its nested configs
     (see the module doc); nested configs come back as whole dicts, like `kwargs` holds them."""
@@ -67,4 +110,8 @@ def width_tie_kwargs(default: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     if not widths:
         return {}
     full = {**tree, **kwargs}
-    return _tie(tree, full, widths, "")
+    ties = _tie(tree, full, widths, "")
+    stages: dict[int, int] = {}
+    _shrunk_width_lists(tree, full, stages)
+    ties.update(_tie_lists(tree, {**full, **ties}, widths, stages))
+    return ties
