@@ -33,3 +33,15 @@ def test_image_placeholders_make_a_llava_style_model_validate(tmp_path):
     lengths = [int(c["name"].split("sequence=")[1]) for c in result.report["cases"]]
     assert all(n > len(prefix) for n in lengths) and len(set(lengths)) == 2
     assert np.all(np.asarray(prefix) >= ids.fill["high"])  # random text ids never hit a placeholder
+
+
+def test_a_count_reported_as_rows_times_width_is_checked_against_the_model():
+    # llava's check reports "features: 128" for 4 feature rows of width 32; one 32x32 image through a 14-pixel
+    # patch ViT gives 2 x 2 patch features (the CLS row dropped): 4 placeholders
+    from tracefuse.exporters.archspec import resolve_spec
+    from tracefuse.exporters.sources import load_source
+
+    loaded = load_source("tiny:llava", "feature-extraction")
+    patches = (loaded.config.vision_config.image_size // loaded.config.vision_config.patch_size) ** 2
+    spec = resolve_spec(loaded)
+    assert len(spec.inputs[0].fill["prefix"]) == patches == 4

@@ -3,7 +3,8 @@
 Such a model swaps each placeholder token in input_ids for one image feature, and refuses inputs whose
 placeholder count differs from the feature count. How many features one generated image yields is asked of
 the model itself: a forward with no placeholders fails with Transformers' shared placeholder check, whose
-message carries the count ("Image features and image tokens do not match, tokens: 0, features: N"). The text
+message carries the count ("Image features and image tokens do not match, tokens: 0, features: N"; some
+models report rows × width there, so the count is checked with one more forward). The text
 spec then starts every row with N placeholders and grows its sequence lengths by N. Nothing here names a
 model type.
 """
@@ -17,7 +18,8 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 _TOKEN_FIELDS = ("image_token_id", "image_token_index")
-_COUNT = re.compile(r"image tokens do not match, tokens: 0, features: (\d+)")
+_CHECK = "image tokens do not match"
+_COUNT = re.compile(_CHECK + r", tokens: 0, features: (\d+)")
 
 
 def image_token_id(config: Any) -> int | None:
@@ -63,6 +65,28 @@ def image_placeholder_count(module: Any, config: Any, pixel_shape: tuple[int, ..
     except Exception as exc:  # noqa: BLE001 - only the placeholder check's message is read
         match = _COUNT.search(str(exc))
         if match:
-            logger.info("%d image placeholder tokens per image", int(match.group(1)))
-            return int(match.group(1))
+            count = _checked_count(module, config, int(match.group(1)), ids, pixels, token)
+            logger.info("%d image placeholder tokens per image", count)
+            return count
     return 0
+
+
+def _checked_count(module: Any, config: Any, reported: int, ids: Any, pixels: Any, token: int) -> int:
+    """The placeholder count that the model accepts: the one its message reports, or that divided by the text
+    width (some models report the feature tensor's size, rows × width, as the feature count)."""
+    import torch
+
+    width = getattr(getattr(config, "text_config", None) or config, "hidden_size", None)
+    candidates = [reported] + ([reported // width] if isinstance(width, int) and width > 1
+                               and reported % width == 0 else [])
+    for count in candidates:
+        trial = torch.cat([torch.full((1, count), token, dtype=ids.dtype), ids], dim=1)
+        try:
+            with torch.no_grad():
+                module(input_ids=trial, pixel_values=pixels)
+        except Exception as exc:  # noqa: BLE001 - the next candidate is tried
+            if _CHECK not in str(exc):
+                return count  # past the placeholder check: a later failure is the export's to report
+            continue
+        return count
+    return reported
