@@ -155,6 +155,7 @@ def export(
     from tracefuse.exporters import FORMATS, export_graph
     from tracefuse.exporters.archspec import fix_axes, resolve_spec
     from tracefuse.exporters.cache_wrapper import make_wrapper, probe_model_outputs
+    from tracefuse.exporters.decoder_spec import has_cache_inputs, runs_only_without_cache
     from tracefuse.exporters.seq2seq_spec import export_extras
     from tracefuse.exporters.sources import load_source
 
@@ -174,6 +175,8 @@ def export(
 
         pre = load_preprocessor(loaded)
     spec = resolve_spec(loaded, use_cache=use_cache)
+    if use_cache and not has_cache_inputs(spec.input_names) and runs_only_without_cache(loaded):
+        use_cache = False  # no attention layer keeps a cache (pure linear attention): as with --no-cache
     if fixed_axes:
         spec = fix_axes(spec, fixed_axes)
     shapes = spec.validation_shapes
@@ -183,7 +186,7 @@ def export(
     outputs = probe_model_outputs(
         loaded.module, spec.input_names,
         to_torch(generate_inputs(spec.inputs, shapes[0])), shapes[0],
-        to_torch(generate_inputs(spec.inputs, shapes[-1])), shapes[-1],
+        to_torch(generate_inputs(spec.inputs, shapes[-1])), shapes[-1], use_cache=use_cache,
     )
     wrapper = make_wrapper(loaded.module, spec.input_names, tuple(o.name for o in outputs), use_cache=use_cache)
     example = to_torch(generate_inputs(spec.inputs, spec.trace_shape, seed=1234))

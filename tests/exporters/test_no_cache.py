@@ -90,3 +90,17 @@ def test_cli_no_cache_reaches_the_api(monkeypatch, tmp_path):
     assert seen["use_cache"] is False
     CliRunner().invoke(app, ["export", "tiny:gpt2", "-o", str(tmp_path / "b")])
     assert seen["use_cache"] is True
+
+
+def test_a_decoder_with_no_attention_layer_is_exported_without_a_cache(tmp_path):
+    # bamba's default layers are all linear attention: its forward asks its own cache for a length that only an
+    # attention layer keeps, and fails; it runs with use_cache=False, so it is exported as with --no-cache
+    import json as _json
+
+    from tracefuse import api as _api
+
+    result = _api.export("tiny:bamba", tmp_path / "bamba", validate=True)
+    assert result.report["passed"], result.report
+    manifest = _json.loads((tmp_path / "bamba" / "manifest.json").read_text())
+    assert manifest["export"]["use_cache"] is False
+    assert not any(i["name"].startswith("past_key_values") for i in manifest["inputs"])

@@ -47,3 +47,10 @@ def test_per_layer_head_counts_are_cut_with_the_layers():
     laguna = tiny_config("laguna")
     assert len(laguna.num_attention_heads_per_layer) == laguna.num_hidden_layers == 2
     assert max(laguna.num_attention_heads_per_layer) <= laguna.num_attention_heads
+
+
+def test_a_repeated_pattern_of_layer_kinds_keeps_each_kind():
+    gemma = tiny_config("recurrent_gemma")  # block_types: recurrent, recurrent, attention, over 26 layers
+    assert gemma.num_hidden_layers == 3
+    assert {gemma.block_types[i % len(gemma.block_types)] for i in range(gemma.num_hidden_layers)} == {
+        "recurrent", "attention"}  # the pattern repeats over the layers: the third one is attention

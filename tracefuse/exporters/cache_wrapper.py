@@ -96,10 +96,13 @@ def probe_model_outputs(
     sizes_a: dict[str, int],
     feeds_b: dict[str, torch.Tensor],
     sizes_b: dict[str, int],
+    use_cache: bool = True,
 ) -> tuple[TensorSpec, ...]:
-    """Like wrapper.probe_outputs, for any model: outputs of a cache decoder are probed through CacheWrapper."""
+    """Like wrapper.probe_outputs, for any model: outputs of a cache decoder are probed through CacheWrapper;
+    with `use_cache=False` the model is called as make_wrapper's FlatWrapper calls it."""
     if not has_cache_inputs(input_names):
-        return probe_outputs(model, input_names, feeds_a, sizes_a, feeds_b, sizes_b)
+        return probe_outputs(model, input_names, feeds_a, sizes_a, feeds_b, sizes_b,
+                             None if use_cache else no_cache_kwargs(model))
     wrapper = CacheWrapper(model, input_names)
     out_a = wrapper.named_outputs(*(feeds_a[n] for n in input_names))
     out_b = wrapper.named_outputs(*(feeds_b[n] for n in input_names))

@@ -63,6 +63,35 @@ def is_cache_decoder(loaded: Any) -> bool:
     return all(p in params for p in ("input_ids", "attention_mask", "past_key_values"))
 
 
+_NO_ATTENTION = "can only be called on Attention layers"  # Transformers' cache, asked a length it has not
+
+
+def runs_only_without_cache(loaded: Any) -> bool:
+    """Whether a decoder-only model fails on its own default cache and runs with `use_cache=False`: a model
+    whose (default) layers are all linear attention or state space keeps no attention cache, and its forward
+    asks the cache for a length it cannot give (bamba, granitemoehybrid). Such a model is exported without a
+    cache, as with --no-cache."""
+    import torch
+
+    if not is_cache_decoder(loaded):
+        return False
+    ids = torch.ones(1, 2, dtype=torch.long)
+    try:
+        with torch.no_grad():
+            loaded.module(input_ids=ids, attention_mask=torch.ones_like(ids))
+        return False
+    except Exception as exc:  # noqa: BLE001 - only the cache's own complaint counts
+        if _NO_ATTENTION not in str(exc):
+            return False
+    try:
+        with torch.no_grad():
+            loaded.module(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False)
+    except Exception:  # noqa: BLE001 - it fails either way: the export reports it
+        return False
+    logger.info("%s keeps no attention cache: exported without one", loaded.model_type)
+    return True
+
+
 def cache_layout(module: Any) -> list[tuple[tuple[int, int], tuple[int, int]]] | None:
     """((kv_heads, key_dim), (kv_heads, value_dim)) per layer, from a two-token prefill; None when the
     model does not return a DynamicCache of plain key/value tensors."""

@@ -6,7 +6,8 @@ fields breaks them. These rules restore each relation from what the fields mean 
 - per-layer lists (`layer_types`, and every list as long as the original layer count) are cut to the new
   layer count, keeping one layer of each distinct kind (a sliding and a full attention layer; the kinds come
   from `layer_types`, else from another per-layer list of kind names such as `layers_block_type`), with the
-  same layers chosen in every list; a periodic kind's `*_offset` past the new count moves to the last layer;
+  same layers chosen in every list; a periodic kind's `*_offset` past the new count moves to the last layer,
+  and a pattern of kinds shorter than the model (repeated over its layers) keeps enough layers to hold each;
 - an explicit `head_dim` larger than the shrunk width allows becomes hidden / heads (doubled while a partial
   rotary part of it would not be a multiple of 4); a `head_dim` field left None gets hidden / heads too, since
   `getattr(config, "head_dim", default)` finds the None;
@@ -63,7 +64,7 @@ def _per_layer(config: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
              and k not in _NOT_PER_LAYER and k not in kwargs}
     overrides = layer_overrides(config)
     if not lists and not overrides:
-        return {}
+        return _cycled_kinds(fields, key, after)
     if not (isinstance(kinds, (list, tuple)) and len(kinds) == before):  # another per-layer list of kind names
         kinds = next((v for v in lists.values() if all(isinstance(x, str) for x in v) and len(set(v)) > 1), None)
     kinds = layer_kinds(list(kinds) if kinds is not None else [None] * before, overrides)
@@ -79,6 +80,19 @@ def _per_layer(config: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     if len(picked) != after:
         changes[key] = len(picked)  # one layer of each kind needs more than the default count
     return changes
+
+
+def _cycled_kinds(fields: dict[str, Any], key: str, after: int) -> dict[str, Any]:
+    """A layer pattern shorter than the model, repeated over its layers (recurrent_gemma's `block_types`:
+    recurrent, recurrent, attention): the layer count grows until every kind of the pattern is in it."""
+    for name, value in fields.items():
+        if (isinstance(value, (list, tuple)) and 1 < len(value) < fields[key] and name not in _NOT_PER_LAYER
+                and all(isinstance(v, str) for v in value) and len(set(value)) > 1):
+            needed = max(value.index(kind) for kind in set(value)) + 1
+            if needed > after:
+                logger.debug("tiny: %d layers so that the pattern %s keeps every kind", needed, name)
+                return {key: needed}
+    return {}
 
 
 def _rotary_factors(config: Any) -> list[float]:

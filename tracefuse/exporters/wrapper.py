@@ -61,9 +61,10 @@ def _name_dims(a: torch.Tensor, b: torch.Tensor, sizes_a: dict[str, int], sizes_
     return tuple(dims)
 
 
-def _run(model: torch.nn.Module, names: tuple[str, ...], feeds: dict[str, torch.Tensor], sizes: dict[str, int]):
+def _run(model: torch.nn.Module, names: tuple[str, ...], feeds: dict[str, torch.Tensor], sizes: dict[str, int],
+         call_kwargs: dict[str, Any] | None = None):
     try:
-        return model(**{n: feeds[n] for n in names})
+        return model(**{n: feeds[n] for n in names}, **(call_kwargs or {}))
     except Exception as exc:  # noqa: BLE001 - a model's forward can raise anything
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
         raise ExportError(
@@ -82,10 +83,12 @@ def probe_outputs(
     sizes_a: dict[str, int],
     feeds_b: dict[str, torch.Tensor],
     sizes_b: dict[str, int],
+    call_kwargs: dict[str, Any] | None = None,
 ) -> tuple[TensorSpec, ...]:
-    """Run the model at two shapes; name each output and each of its axes that changes with an input axis."""
-    out_a = _named_tensors(_run(model, input_names, feeds_a, sizes_a))
-    out_b = dict(_named_tensors(_run(model, input_names, feeds_b, sizes_b)))
+    """Run the model at two shapes (with the wrapper's constant `call_kwargs`, e.g. use_cache=False); name each
+    output and each of its axes that changes with an input axis."""
+    out_a = _named_tensors(_run(model, input_names, feeds_a, sizes_a, call_kwargs))
+    out_b = dict(_named_tensors(_run(model, input_names, feeds_b, sizes_b, call_kwargs)))
     if not out_a:
         raise ExportError("the model returned no tensors for the example inputs")
     specs = []
