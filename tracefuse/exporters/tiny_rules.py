@@ -27,7 +27,7 @@ from tracefuse.exporters.tiny_layers import layer_kinds, layer_overrides, renumb
 
 logger = logging.getLogger(__name__)
 
-_LAYER_COUNTS = ("num_hidden_layers", "num_layers", "n_layer", "n_layers")
+LAYER_COUNTS = ("num_hidden_layers", "num_layers", "n_layer", "n_layers")
 _NOT_PER_LAYER = ("id2label", "label2id", "architectures", "out_indices", "out_features", "stage_names")
 
 
@@ -55,7 +55,7 @@ def _pick_layers(kinds: list[Any], count: int) -> list[int]:
 
 def _per_layer(config: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     fields = _fields(config)
-    key = next((k for k in _LAYER_COUNTS if k in kwargs and _is_int(fields.get(k))), None)
+    key = next((k for k in LAYER_COUNTS if k in kwargs and _is_int(fields.get(k))), None)
     if key is None:
         return {}
     before, after = fields[key], kwargs[key]
@@ -186,7 +186,7 @@ def _layer_offsets(config: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     """Periodic layer kinds (`attn_layer_period` / `attn_layer_offset`: layer i is attention when
     i % period == offset): an offset past the shrunk layer count moves to the last layer, so that kind stays."""
     fields = _fields(config)
-    count = next((kwargs[k] for k in _LAYER_COUNTS if k in kwargs and _is_int(fields.get(k))), None)
+    count = next((kwargs[k] for k in LAYER_COUNTS if k in kwargs and _is_int(fields.get(k))), None)
     if count is None:
         return {}
     return {name: count - 1 for name, value in fields.items()

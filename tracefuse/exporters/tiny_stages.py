@@ -28,6 +28,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from tracefuse.exporters.tiny_rules import LAYER_COUNTS
+
 logger = logging.getLogger(__name__)
 
 STAGES = 2
@@ -37,7 +39,6 @@ HIDDEN_FIELDS = ("hidden_size", "d_model", "n_embd", "dim")
 _WIDTH_WORDS = ("hidden_size", "hidden_dim", "embed_dim", "channels", "conv_dim", "tdnn_dim", "dims", "key_dim")
 _NOT_STAGES = ("out_indices", "out_features", "stage_names", "id2label", "label2id")
 _STAGE_COUNTS = ("num_stages", "num_encoder_blocks", "num_layers")
-_LAYER_COUNTS = ("num_hidden_layers", "num_layers", "n_layer", "n_layers")
 # Capped, never raised: a window of 7 over a 4x4 grid must stay valid, and a 32-letter CTC vocabulary
 # (wav2vec2) stays 32. Patch sizes are kept: one can be the stride of a hard-coded stem (levit: 16). A
 # detector's object queries are fewer than the anchors of a small image (rt_detr picks its top 300).
@@ -91,7 +92,7 @@ def stage_kwargs(config: Any, hidden: int, keep_outputs: bool = False) -> dict[s
     stages = len(depths) if _number_list(depths) else None
     floor = max(STAGES, _last_output_stage(config)) if keep_outputs else STAGES
     keep = min(stages, floor) if stages else None
-    layers = next((fields[k] for k in _LAYER_COUNTS if _is_int(fields.get(k))), None)
+    layers = next((fields[k] for k in LAYER_COUNTS if _is_int(fields.get(k))), None)
     # a list with one entry per layer (laguna's num_attention_heads_per_layer) of a model without stages is
     # tiny_rules' business: it is cut with the layers, not shrunk like stage sizes
     lists = {k: list(v) for k, v in fields.items()
@@ -145,7 +146,7 @@ def backbone_output_kwargs(config: Any, kwargs: dict[str, Any]) -> dict[str, Any
     at least as many layers as it has outputs (a detector wants as many feature levels as it was built for)."""
     fields = _fields(config)
     features, indices = getattr(config, "out_features", None), getattr(config, "out_indices", None)
-    key = next((k for k in _LAYER_COUNTS if k in kwargs and _is_int(fields.get(k))), None)
+    key = next((k for k in LAYER_COUNTS if k in kwargs and _is_int(fields.get(k))), None)
     if key is None or "depths" in fields or not isinstance(features, (list, tuple)) or not features:
         return {}
     count = len(features)
