@@ -7,6 +7,7 @@ from typing import Any
 
 from tracefuse.errors import SourceError
 from tracefuse.exporters.placeholders import placeholder_ids
+from tracefuse.exporters.tiny_experts import expert_kwargs
 from tracefuse.exporters.tiny_layers import read_field
 from tracefuse.exporters.tiny_rules import consistency_kwargs
 from tracefuse.exporters.tiny_stages import stage_kwargs, sub_config_kwargs
@@ -59,6 +60,7 @@ def tiny_config_kwargs(config: Any, nested: bool = False) -> dict[str, Any]:
     # per-stage lists, tied widths, window/patch caps, nested configs (tiny_stages explains the rules)
     kwargs.update(stage_kwargs(config, kwargs.get("hidden_size", HIDDEN), keep_outputs=nested))
     kwargs.update(consistency_kwargs(config, kwargs, HIDDEN, HEADS))  # layer_types, head_dim, mrope, ssm heads
+    kwargs.update(expert_kwargs({k: v for k, v in vars(config).items() if not k.startswith("_")}, FFN))
     kwargs.update(sub_config_kwargs(config, tiny_config_kwargs))
     return kwargs
 
