@@ -40,8 +40,11 @@ def _marker(out: Path) -> str | None:
     # then sees a whole artifact, but not the same one). Judge only a snapshot no swap interrupted.
     for _ in range(50):
         art = load_artifact(out)  # every file's sha256 must match the manifest
-        note = (out / "note.txt").read_text()
-        names = sorted(p.name for p in out.iterdir())
+        try:
+            note = (out / "note.txt").read_text()
+            names = sorted(p.name for p in out.iterdir())
+        except FileNotFoundError:
+            continue  # these raw reads (unlike load_artifact) fell between a fallback swap's two renames
         if load_artifact(out).manifest.source["id"] != art.manifest.source["id"]:
             continue  # swapped meanwhile: read again
         assert note == art.manifest.source["id"] * 1000
