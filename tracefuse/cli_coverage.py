@@ -15,6 +15,22 @@ from tracefuse.cli import _errors, err, out
 logger = logging.getLogger(__name__)
 
 
+def _exporter_order(text: str | None) -> tuple[str, ...]:
+    """The --exporters order, checked."""
+    from tracefuse.errors import TracefuseError
+    from tracefuse.exporters.onnx_exporter import EXPORTERS
+    from tracefuse.jobs.coverage_probe import EXPORTER_ORDER
+
+    if not text:
+        return EXPORTER_ORDER
+    order = tuple(dict.fromkeys(e.strip() for e in text.split(",") if e.strip()))
+    unknown = [e for e in order if e not in EXPORTERS]
+    if unknown or not order:
+        raise TracefuseError(f"unknown exporter(s) in --exporters: {', '.join(unknown) or '(none given)'}",
+                             found=text, fix=f"list some of: {', '.join(EXPORTERS)}")
+    return order
+
+
 def coverage(
     format: Annotated[str, typer.Option("--format", help="Artifact format to export to (only onnx).")] = "onnx",
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Worker processes run at once; each probes "
@@ -24,7 +40,7 @@ def coverage(
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Probe only the first N model types "
                                               "(alphabetical).")] = None,
     timeout: Annotated[float, typer.Option("--timeout", min=1, help="CPU seconds one model type may use (or 4x that "
-                                           "in wall time) before its worker is killed and restarted.")] = 180.0,
+                                           "in wall time) before its worker is killed and restarted.")] = 60.0,
     results: Annotated[Path | None, typer.Option("--results", help="JSONL file rows are appended to as they "
                                                  "finish; an existing one is resumed (default: next to --json, "
                                                  "else ./coverage.jsonl).")] = None,
@@ -34,6 +50,12 @@ def coverage(
                                               "is not validated (after a fix), keeping the validated ones.")] = False,
     report_only: Annotated[bool, typer.Option("--report-only", help="Probe nothing: write --json/--markdown from "
                                               "the rows already in --results (e.g. of an interrupted run).")] = False,
+    exporters: Annotated[str | None, typer.Option("--exporters", help="Comma-separated ONNX exporters, tried in "
+                                                  "turn until one validates (default: torchscript,dynamo,"
+                                                  "transformers: the fast one first; dynamo,transformers,"
+                                                  "torchscript for a table of the default exporter, about 3x "
+                                                  "slower). With --report-only: the order the rows were "
+                                                  "probed with, stated in the report.")] = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the JSON report here.")] = None,
     markdown: Annotated[Path | None, typer.Option("--markdown", help="Write the Markdown table here (e.g. "
                                                   "docs/coverage.md).")] = None,
@@ -57,6 +79,7 @@ def coverage(
         if format != "onnx":
             raise TracefuseError(f"coverage exports to onnx only, not '{format}'", fix="use --format onnx")
         pairs = select_types(types.split(",") if types else None, limit)
+        order = _exporter_order(exporters)
         if results is None:
             results_path = json_path.with_suffix(".jsonl") if json_path else Path("coverage.jsonl")
         else:
@@ -83,9 +106,10 @@ def coverage(
             rows, duration = [done[t] for t, _ in pairs if t in done], None
         else:
             rows = run_coverage(pairs, results_path, work, jobs=jobs, timeout_s=timeout, resume=not fresh,
-                                redo_failed=redo_failed, on_row=on_row)
+                                redo_failed=redo_failed, exporters=order, on_row=on_row)
             duration = time.time() - start
-        report = build_report(rows, duration_s=duration, jobs=jobs, planned=[t for t, _ in pairs])
+        report = build_report(rows, duration_s=duration, jobs=jobs, planned=[t for t, _ in pairs],
+                              exporters=None if report_only and exporters is None else order)
         write_report(report, json_path, markdown)
     s = report["summary"]
     out.print(f"{s['validated']} of {s['model_types']} model types validated at two shapes "

@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from tracefuse.jobs.coverage import Worker, read_rows, select_types
-from tracefuse.jobs.coverage_probe import reason_of
+from tracefuse.jobs.coverage_probe import FIXED, _next_attempts, _row_outcome, reason_of
 from tracefuse.jobs.coverage_report import build_report, reason_class, to_markdown
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("detectron2") is not None,
@@ -47,7 +47,9 @@ def test_coverage_cli_rows_counts_and_reasons(tmp_path):
     rows = {r["model_type"]: r for r in report["rows"]}
     assert set(rows) == {"bert", "layoutlmv2"}
     bert, layout = rows["bert"], rows["layoutlmv2"]
-    assert bert["status"] == "validated" and bert["exported"] and bert["exporter"] == "dynamo"
+    # the default order tries the fast TorchScript exporter first; it validates bert, so dynamo is not tried
+    assert bert["status"] == "validated" and bert["exported"] and bert["exporter"] == "torchscript"
+    assert "tried" not in bert and report["exporters"] == ["torchscript", "dynamo", "transformers"]
     assert len(bert["cases"]) == 2 and bert["cases"][0] != bert["cases"][1]  # two different shapes
     assert bert["max_abs"] < 1e-3
     assert layout["status"] == "failed" and not layout["exported"] and layout["stage"] == "build"
@@ -75,9 +77,12 @@ def test_coverage_cli_rows_counts_and_reasons(tmp_path):
 
 def test_worker_killed_at_time_limit_is_replaced(tmp_path):
     (pair,) = select_types(["layoutlmv2"], None)
+    (slow_pair,) = select_types(["llama"], None)
     worker = Worker(0, tmp_path, threads=1)
     try:
-        slow = worker.probe("bert", "feature-extraction", timeout_s=0.5)
+        # The limit is checked once per POLL_S (1 s), so the probe must outlast that too: the TorchScript
+        # exporter takes tiny llama through in under a second, the dynamo one needs about 12 s of CPU here.
+        slow = worker.probe(*slow_pair, timeout_s=0.5, exporters=("dynamo",))
         assert slow["status"] == "timeout" and "0.5 s limit" in slow["reason"]
         assert worker.proc is None  # killed
         row = worker.probe(*pair, timeout_s=300)  # a fresh worker answers
@@ -105,3 +110,45 @@ def test_reason_is_innermost_message_and_rows_resume(tmp_path):
     report = build_report(rows)
     assert report["summary"]["validated"] == 1 and report["summary"]["by_exporter"] == {"torchscript": 1}
     assert "| x | feature-extraction | failed | - | export | RuntimeError: No ONNX function" in to_markdown(report)
+
+
+def _outcome(exporter, status, stage="export", reason="", specialized=False):
+    return {"exporter": exporter, "status": status, "stage": stage, "reason": reason, "exported": status != "failed",
+            "specialized": specialized}
+
+
+def test_exporter_order_moves_on_only_when_another_exporter_could_help():
+    rest = ["dynamo", "transformers"]
+    assert _next_attempts(_outcome("torchscript", "validated", "validate"), rest) is None
+    assert _next_attempts(_outcome("torchscript", "failed", "forward"), rest) is None  # the model itself fails
+    assert _next_attempts(_outcome("torchscript", "failed"), rest) == rest  # an export error: the next exporter
+    assert _next_attempts(_outcome("torchscript", "mismatch", "validate"), rest) == rest  # a trace holding a shape
+    ran = "Fail: [ONNXRuntimeError] : 1 : FAIL : Non-zero status code returned while running Add node"
+    assert _next_attempts(_outcome("torchscript", "failed", "validate", ran), rest) == rest
+    # a graph that fails to load or run at all: the next exporter may write a better one
+    assert _next_attempts(_outcome("torchscript", "failed", "validate", "INVALID_GRAPH"), rest) == rest
+    # dynamo's graph ran, and something else failed at a validation shape (the reference): stop there
+    assert _next_attempts(_outcome("dynamo", "failed", "validate", "shape of the reference"), rest[1:]) is None
+    # dynamo: fixed axes first when torch.export specializes an axis, instead of the rest when the graph holds it
+    conflict = "ValueError: Found the following conflicts between user-specified ranges and inferred ranges"
+    assert _next_attempts(_outcome("dynamo", "failed", "export", conflict), ["transformers"]) == [FIXED, "transformers"]
+    assert _next_attempts(_outcome("dynamo", "failed", "validate", ran), ["transformers"]) == [FIXED]
+    assert _next_attempts(_outcome("dynamo", "mismatch", "validate", specialized=True), ["transformers"]) == [FIXED]
+    assert _next_attempts(_outcome(FIXED, "mismatch", "validate"), ["transformers"]) is None
+
+
+def test_row_reports_the_validated_exporter_else_dynamo_s_reason():
+    ts_fail, dyn_fail = _outcome("torchscript", "failed", reason="ts"), _outcome("dynamo", "failed", reason="dyn")
+    dyn_ok = _outcome("dynamo", "validated", "validate")
+    assert _row_outcome([ts_fail, dyn_ok]) is dyn_ok
+    assert _row_outcome([ts_fail, dyn_fail, _outcome("transformers", "failed")]) is dyn_fail  # the default's reason
+    assert _row_outcome([ts_fail]) is ts_fail
+    ts_mismatch = _outcome("torchscript", "mismatch", "validate")
+    assert _row_outcome([ts_mismatch, dyn_fail]) is ts_mismatch  # exported beats failed
+
+
+def test_coverage_cli_rejects_an_unknown_exporter(tmp_path):
+    done = _cli("coverage", "--types", "bert", "--exporters", "dynamo,onnxmagic", "--results", str(tmp_path / "r"))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "onnxmagic" in done.stderr and "torchscript" in done.stderr  # what was wrong, and what to use
+    assert not (tmp_path / "r").exists()

@@ -21,7 +21,7 @@ from tracefuse.errors import TracefuseError
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TIMEOUT_S = 180.0
+DEFAULT_TIMEOUT_S = 60.0
 QUICK_RETRY_S = 10.0  # retried rows that failed faster than this run before new types, slower ones after
 RECYCLE_AFTER = 100  # types per worker before a fresh one (bounds memory from imported model modules)
 
@@ -131,14 +131,15 @@ class Worker:
         self.conn.close()
         self.proc = self.conn = None
 
-    def probe(self, model_type: str, task: str, timeout_s: float) -> dict[str, Any]:
+    def probe(self, model_type: str, task: str, timeout_s: float,
+              exporters: tuple[str, ...] | None = None) -> dict[str, Any]:
         """The row of one model type; a timeout or crash kills the worker (the next call starts a new one)."""
         if self.proc is None or self.done >= RECYCLE_AFTER:
             self.stop()
             self._start()
         start = time.perf_counter()
         base = {"model_type": model_type, "task": task, "exported": False, "exporter": None}
-        self.conn.send({"model_type": model_type, "task": task})
+        self.conn.send({"model_type": model_type, "task": task, **({"exporters": exporters} if exporters else {})})
         cpu0 = _cpu_seconds(self.proc.pid)
         ready, row, spent = False, None, 0.0
         try:
@@ -174,10 +175,12 @@ class Worker:
 
 def run_coverage(pairs: list[tuple[str, str]], results: Path, work_dir: Path, *, jobs: int = 2,
                  timeout_s: float = DEFAULT_TIMEOUT_S, resume: bool = True, redo_failed: bool = False,
+                 exporters: tuple[str, ...] | None = None,
                  on_row: Callable[[dict[str, Any], int, int], None] | None = None) -> list[dict[str, Any]]:
     """Probe every (model_type, task) with `jobs` workers, appending each row to the `results` JSONL as it
     finishes; rows already there are kept and not probed again when `resume` (except failed ones with
-    `redo_failed`). Returns the rows in order."""
+    `redo_failed`). `exporters` is the order they are tried in (coverage_probe.EXPORTER_ORDER by default).
+    Returns the rows in order."""
     import os
 
     results.parent.mkdir(parents=True, exist_ok=True)
@@ -209,7 +212,7 @@ def run_coverage(pairs: list[tuple[str, str]], results: Path, work_dir: Path, *,
                     if not queue:
                         return
                     model_type, task = queue.pop(0)
-                row = worker.probe(model_type, task, timeout_s)
+                row = worker.probe(model_type, task, timeout_s, exporters)
                 with lock:
                     done[model_type] = row
                     with results.open("a") as fh:

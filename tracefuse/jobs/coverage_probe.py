@@ -19,10 +19,12 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 REASON_CHARS = 240
-# Exporters tried in turn when the previous one fails at the export stage: torch.onnx dynamo (the default),
-# transformers' own exporter (its op patches, FX fixes and ONNX translations: grouped_mm, views of
-# non-contiguous tensors, vmap masks; plain graphs only), then the TorchScript-based exporter.
-FALLBACKS = ("dynamo", "transformers", "torchscript")
+# Exporters tried in turn until one validates. The TorchScript-based exporter goes first because it is the
+# fast one (a tiny model exports in about a second; torch.onnx dynamo takes 5 to 40 s, most of it torch.export's
+# symbolic tracing and decomposition), so a full run fits in the time a CI job has. Then torch.onnx dynamo (the
+# default of `tracefuse export`), then transformers' own exporter (its op patches, FX fixes and ONNX
+# translations: grouped_mm, views of non-contiguous tensors, vmap masks; plain graphs only).
+EXPORTER_ORDER = ("torchscript", "dynamo", "transformers")
 # torch.export found an axis it must keep static (the model specializes it): dynamo is tried again with every
 # axis but batch fixed at its trace size (archspec.fix_axes); the row's exporter says so.
 _SPECIALIZED = ("conflicts between user-specified ranges and inferred ranges", "Constraints violated")
@@ -102,15 +104,61 @@ def _export(model_type: str, task: str, out: Path, exporter: str, stage: list[st
     return result.report or {}
 
 
-def probe(model_type: str, task: str, work_dir: Path, *, fallback: bool = True) -> dict[str, Any]:
+def _attempt(model_type: str, task: str, out: Path, exporter: str, timings: dict[str, float]) -> dict[str, Any]:
+    """One exporter's try: the fields of a row (status, stage, reason, and when it exported, the cases)."""
+    stage = ["build"]
+    try:
+        report = _export(model_type, task, out, exporter, stage, timings)
+    except Exception as exc:  # noqa: BLE001 - any failure is this model's row
+        return {"exporter": exporter, "status": "failed", "exported": False, "stage": stage[0],
+                "reason": reason_of(exc), "traceback": traceback.format_exc()[-3000:]}
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    passed = bool(report.get("passed"))
+    return {"exporter": exporter, "status": "validated" if passed else "mismatch", "exported": True,
+            "stage": "validate", "max_abs": _worst(report), "cases": [c["name"] for c in report.get("cases", [])],
+            "reason": None if passed else _mismatch_reason(report), "specialized": _specialized_graph(report)}
+
+
+def _next_attempts(outcome: dict[str, Any], rest: list[str]) -> list[str] | None:
+    """The exporters still to try after `outcome`, or None to stop (validated, or failed before any exporter
+    ran: the model itself fails). Dynamo with fixed axes replaces the rest when the dynamic graph holds its
+    trace shape, and goes first when torch.export says the model specializes an axis."""
+    status, exporter = outcome["status"], outcome["exporter"]
+    if status == "validated" or outcome["stage"] in ("config", "build", "forward"):
+        return None
+    reason = (outcome.get("reason") or "") + outcome.get("traceback", "")
+    if status == "failed" and outcome["stage"] == "validate" and _RUN_FAILED not in reason and exporter == "dynamo":
+        return None  # the reference or the inputs fail at a validation shape: another exporter would not help
+    if exporter == FIXED:
+        return None if status == "mismatch" else rest
+    if exporter == "dynamo":
+        if status == "failed" and any(text in reason for text in _SPECIALIZED):
+            return [FIXED, *rest]
+        if (status == "failed" and _RUN_FAILED in reason) or (status == "mismatch" and outcome["specialized"]):
+            return [FIXED]
+    return rest
+
+
+def _row_outcome(outcomes: list[dict[str, Any]]) -> dict[str, Any]:
+    """The outcome a row reports: the one that validated; else an exported mismatch (dynamo's first); else the
+    default exporter's (dynamo's) failure, or the first one when dynamo was not reached."""
+    for status in ("validated", "mismatch", "failed"):
+        found = [o for o in outcomes if o["status"] == status]
+        if found:
+            return next((o for o in found if o["exporter"] == "dynamo"), found[0]) if status != "validated" \
+                else found[-1]
+    raise ValueError("no outcome")
+
+
+def probe(model_type: str, task: str, work_dir: Path, *, exporters: tuple[str, ...] | list[str] = EXPORTER_ORDER,
+          ) -> dict[str, Any]:
     """Export and validate one model type; returns its coverage row (never raises for a model's failure).
 
     Status: `validated` (ONNX Runtime matches PyTorch at both shapes), `mismatch` (exported, but outputs
-    differ), `failed` (an error at `stage`: config, build, forward, export or validate). When the dynamo
-    exporter fails, the FALLBACKS are tried in turn (`fallback`), first dynamo with fixed axes when torch.export
-    says the model specializes one. Dynamo with fixed axes is also tried, instead, when the graph exported but
-    holds its trace shape: ONNX Runtime fails running it, or it matches PyTorch at the first validation shape
-    only. The row names the exporter that worked.
+    differ), `failed` (an error at `stage`: config, build, forward, export or validate). The `exporters` are
+    tried in turn until one validates (see _next_attempts; dynamo with fixed axes is added where dynamo's
+    graph holds its trace shape). The row names the exporter that worked, and `tried` the others' reasons.
     """
     from tracefuse.exporters.tiny import tiny_config
 
@@ -123,41 +171,20 @@ def probe(model_type: str, task: str, work_dir: Path, *, fallback: bool = True) 
     except Exception as exc:  # noqa: BLE001 - the config's own validation rejected the shrink
         row.update(reason=reason_of(exc), seconds=round(time.perf_counter() - start, 2))
         return row
-    attempts = list(FALLBACKS if fallback else FALLBACKS[:1])
-    for exporter in attempts:
-        stage = ["build"]
-        try:
-            report = _export(model_type, task, out, exporter, stage, row["stage_seconds"])
-        except Exception as exc:  # noqa: BLE001 - any failure is this model's row
-            if exporter == "dynamo":
-                row.update(stage=stage[0], reason=reason_of(exc), traceback=traceback.format_exc()[-3000:])
-                if fallback and any(text in row["reason"] + row["traceback"] for text in _SPECIALIZED):
-                    attempts.insert(1, FIXED)
-                elif fallback and stage[0] == "validate" and _RUN_FAILED in row["reason"]:
-                    # exported and loaded, but ONNX Runtime fails running it (at another shape than the trace's)
-                    attempts[1:] = [FIXED]
-                    continue
-            else:  # the row keeps dynamo's reason (the default exporter), the others' are listed
-                row.setdefault("fallback_reasons", {})[exporter] = reason_of(exc)
-            if stage[0] != "export":
-                break  # the model itself fails before export: another exporter would not help
-            continue
-        else:
-            passed = bool(report.get("passed"))
-            if not passed and exporter == FIXED and row["status"] == "mismatch":
-                break  # fixed axes did not help either: the row keeps the dynamic export's mismatch
-            row.update(exported=True, exporter=exporter, stage="validate", max_abs=_worst(report),
-                       cases=[c["name"] for c in report.get("cases", [])],
-                       status="validated" if passed else "mismatch",
-                       reason=None if passed else _mismatch_reason(report))
-            if passed:
-                row.pop("traceback", None)
-            elif fallback and exporter == "dynamo" and _specialized_graph(report):
-                attempts[1:] = [FIXED]
-                continue
-            break
-        finally:
-            shutil.rmtree(out, ignore_errors=True)
+    outcomes: list[dict[str, Any]] = []
+    queue: list[str] | None = list(exporters)
+    while queue:
+        outcomes.append(_attempt(model_type, task, out, queue[0], row["stage_seconds"]))
+        queue = _next_attempts(outcomes[-1], queue[1:])
+    chosen = _row_outcome(outcomes)
+    row.update({k: v for k, v in chosen.items() if k != "specialized"})
+    if not chosen["exported"]:
+        row["exporter"] = None
+    if chosen["status"] == "validated":
+        row.pop("traceback", None)
+    others = {o["exporter"]: o["reason"] or o["status"] for o in outcomes if o is not chosen}
+    if others:
+        row["tried"] = others
     row["seconds"] = round(time.perf_counter() - start, 2)
     return row
 
@@ -187,5 +214,5 @@ def serve(conn: Any, threads: int, log_path: str, work_dir: str) -> None:
         if item is None:
             break
         print(f"--- {item['model_type']} ({item['task']})", flush=True)
-        conn.send(probe(item["model_type"], item["task"], work, fallback=item.get("fallback", True)))
+        conn.send(probe(item["model_type"], item["task"], work, exporters=item.get("exporters", EXPORTER_ORDER)))
     conn.close()

@@ -48,9 +48,10 @@ def reason_class(row: dict[str, Any]) -> str | None:
 
 
 def build_report(rows: list[dict[str, Any]], *, duration_s: float | None = None, jobs: int | None = None,
-                 planned: list[str] | None = None) -> dict[str, Any]:
+                 planned: list[str] | None = None, exporters: tuple[str, ...] | None = None) -> dict[str, Any]:
     """The coverage JSON: summary counts (from the rows), failure classes with counts, and the rows; the
-    `planned` model types with no row yet (an interrupted run) are listed as not probed."""
+    `planned` model types with no row yet (an interrupted run) are listed as not probed; `exporters` is the
+    order the run tried them in (None when the report is made from rows alone)."""
     from transformers import __version__ as transformers_version
     from transformers.models.auto import modeling_auto
 
@@ -66,6 +67,7 @@ def build_report(rows: list[dict[str, Any]], *, duration_s: float | None = None,
         "kind": "tracefuse-coverage", "tracefuse_version": __version__, "transformers_version": transformers_version,
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "duration_s": None if duration_s is None else round(duration_s, 1), "jobs": jobs,
+        "exporters": list(exporters) if exporters else None,
         "load_average": None if load is None else [round(x, 2) for x in load],
         "summary": {
             "model_types": len(rows),
@@ -106,11 +108,18 @@ def to_markdown(report: dict[str, Any]) -> str:
         + (f", load average {' '.join(str(x) for x in report['load_average'])}" if report.get("load_average") else "")
         + ". Regenerate with `tracefuse coverage --jobs 2 --json coverage.json --markdown docs/coverage.md`.", "",
         "Each model type is built from its default config shrunk by `tiny:` (seeded random weights), for its main "
-        "task (feature-extraction when it has an `AutoModel` class), exported with torch.onnx dynamo (when it fails: "
-        "transformers' own exporter, then the TorchScript exporter) and compared with PyTorch on ONNX Runtime "
-        "CPU at the two validation shapes of its ArchSpec. A reason is the first line of the exception that stopped it "
-        "(dynamo's when every exporter failed; the JSON has the others' too). A type is stopped after "
-        "`--timeout` CPU seconds (or 4x that in wall time).", "",
+        "task (feature-extraction when it has an `AutoModel` class), exported "
+        + (f"with the exporters {' → '.join(report['exporters'])} in turn until one validates"
+           if report.get("exporters") else "with the exporters of the run's --exporters in turn")
+        + " (dynamo with fixed axes is added where dynamo's graph holds its trace shape), and compared with PyTorch "
+        "on ONNX Runtime CPU at the two validation shapes of its ArchSpec. The exporter column names the one that "
+        "validated: `tracefuse export tiny:TYPE --exporter NAME` exports the same way (`dynamo, fixed axes` is "
+        "`--exporter dynamo --fixed-axes '*'`). "
+        + ("A row validated by an earlier exporter in that order says nothing about the later ones (the JSON lists, "
+           "under `tried`, the reasons of those that were tried and failed). "
+           if report.get("exporters") and report["exporters"][0] != "dynamo" else "")
+        + "A reason is the first line of the exception that stopped it (dynamo's when every exporter failed). A "
+        "type is stopped after `--timeout` CPU seconds (or 4x that in wall time).", "",
     ]
     if s.get("cpu_measured") and report.get("jobs"):
         total = s["model_types"] + len(report.get("not_probed") or [])
