@@ -18,7 +18,9 @@ import torch
 
 from tracefuse.artifact import TensorSpec
 from tracefuse.errors import ExportError
-from tracefuse.exporters import GraphExport
+from tracefuse.exporters import GraphExport, transformers_patches
+from tracefuse.exporters.triangular_solve import solve_triangular_eager
+from tracefuse.exporters.triangular_solve import translations as triangular_translations
 from tracefuse.exporters.wrapper import FlatWrapper
 from tracefuse.graphs.onnx_file import apply_io_specs, save_onnx
 from tracefuse.graphs.onnx_trust import graph_versions
@@ -64,24 +66,121 @@ def _transformers_translations() -> dict:
     return dict(_ONNX_TRANSLATION_TABLE)
 
 
+_REGISTRIES: dict[tuple, object] = {}
+
+
+@contextlib.contextmanager
+def _reused_registry():
+    """Build torch.onnx's table of ONNX functions once per process, not once per export.
+
+    torch.onnx rebuilds that table (500 ops, each traced from onnxscript's source) on every dynamo export: about
+    1 s, a tenth of a small model's export. While this context is open, each export gets a fresh registry whose
+    op lists are copied from the one built first for its opset (the exporter adds custom translations to
+    them). Where torch's private registry API differs from what this expects, nothing is reused."""
+    try:
+        from torch.onnx._internal.exporter import _registration
+
+        cls = _registration.ONNXRegistry
+        build = cls.__dict__["from_torchlib"].__func__
+    except (ImportError, KeyError, AttributeError):
+        yield
+        return
+
+    def from_torchlib(klass, *args, **kwargs):
+        key = (args, tuple(sorted(kwargs.items())))
+        if klass is not cls:
+            return build(klass, *args, **kwargs)
+        if key not in _REGISTRIES:
+            _REGISTRIES[key] = build(klass, *args, **kwargs)
+        cached, fresh = _REGISTRIES[key], klass()
+        fresh.__dict__.update(cached.__dict__)
+        fresh.functions = {name: list(metas) for name, metas in cached.functions.items()}
+        return fresh
+
+    cls.from_torchlib = classmethod(from_torchlib)
+    try:
+        yield
+    finally:
+        cls.from_torchlib = classmethod(build)
+
+
+def _missing_translations() -> dict:
+    """The entries of transformers' translation table for ops torch.onnx has no function for at all (the
+    `transformers.grouped_mm_fallback` op of MoE experts, `aten.mm.dtype`). They change no graph that exports
+    without them, so every export gets them: an MoE model no longer fails a first export (25 s for a tiny one)
+    before the retry with the whole table. The table's other entries replace torch.onnx's own functions and
+    are used only in that retry."""
+    table = _transformers_translations()
+    if not table:
+        return {}
+    try:
+        from torch.onnx._internal.exporter import _registration
+
+        with _reused_registry():
+            known = _registration.ONNXRegistry.from_torchlib().functions
+    except Exception:  # noqa: BLE001 - torch's private registry changed: no extra translations
+        return {}
+    return {op: fn for op, fn in table.items()
+            if isinstance(op, torch._ops.OpOverload) and op.name() not in known}
+
+
+def _first_translations() -> dict:
+    """The custom translations of every dynamo export: tracefuse's (`linalg_solve_triangular`) and transformers'
+    for ops torch.onnx has no function for."""
+    return {**triangular_translations(), **_missing_translations()}
+
+
 def _export_dynamo(wrapper, args, inputs, outputs, opset) -> ir.Model:
     axes = _dynamic_axes(inputs)
     dynamic = (tuple(axes[s.name] or None for s in inputs),) if any(axes.values()) else None
 
-    def export(table: dict | None):
-        return torch.onnx.export(
-            wrapper, args, dynamo=True, input_names=[s.name for s in inputs], output_names=[s.name for s in outputs],
-            dynamic_shapes=dynamic, opset_version=opset, optimize=True, verbose=False, custom_translation_table=table,
-        ).model
+    def export(table: dict):
+        with _export_context():
+            return torch.onnx.export(
+                wrapper, args, dynamo=True, input_names=[s.name for s in inputs],
+                output_names=[s.name for s in outputs], dynamic_shapes=dynamic, opset_version=opset, optimize=True,
+                verbose=False, custom_translation_table=table,
+            ).model
 
     try:
-        return export(None)
-    except Exception as exc:  # noqa: BLE001 - only an op with no ONNX function is retried
-        table = _transformers_translations()
-        if "No ONNX function found" not in "".join(str(e) for e in (exc, exc.__cause__)) or not table:
+        return export(_first_translations())
+    except Exception as exc:  # noqa: BLE001 - retried once with transformers' patches, else re-raised
+        if not transformers_patches.available() or not _after_capture(exc):
             raise
-        logger.info("an op has no ONNX function in torch.onnx; retrying with transformers' translations")
-        return export(table)
+        failure = exc
+    logger.info("dynamo export failed (%s); retrying with transformers' export patches", _line(failure))
+    try:
+        return transformers_patches.export_with_patches(
+            wrapper, args, dynamic, [s.name for s in inputs], [s.name for s in outputs], opset,
+            {**triangular_translations(), **_transformers_translations()},
+            context=_export_context)
+    except Exception as retry:  # noqa: BLE001 - the first failure is the one to report
+        logger.info("the export with transformers' patches failed too: %s", _line(retry))
+    raise failure  # outside the except block: its own cause chain is kept
+
+
+# torch.onnx's messages for a failure after torch.export captured the graph (decomposition, translation)
+_AFTER_CAPTURE = ("This is step 2/3", "This is step 3/3", "No ONNX function found")
+
+
+def _after_capture(exc: BaseException) -> bool:
+    """Whether torch.export captured the model and a later step failed. In a probe of 21 types that failed a
+    dynamo export, the retry with transformers' patches fixed two such (hunyuan_v1_moe, deepseek_v2) and none
+    of the capture failures (data-dependent guards, range conflicts), so only these are retried."""
+    text = "".join(str(e) for e in (exc, exc.__cause__, exc.__context__) if e is not None)
+    return any(marker in text for marker in _AFTER_CAPTURE)
+
+
+def _line(exc: BaseException) -> str:
+    return next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)[:200]
+
+
+@contextlib.contextmanager
+def _export_context():
+    """Around each dynamo export: torch.onnx's function registry built once per process, and gated-delta-rule
+    models on their triangular-solve branch."""
+    with _reused_registry(), solve_triangular_eager():
+        yield
 
 
 def _export_torchscript(wrapper, args, inputs, outputs, opset) -> ir.Model:
