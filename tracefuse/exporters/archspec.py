@@ -29,6 +29,7 @@ from tracefuse.exporters.media_spec import (
     vision_fields,
 )
 from tracefuse.exporters.placeholders import image_placeholder_count, image_token_id, lowest_placeholder
+from tracefuse.exporters.series_spec import SERIES_INPUT, series_fields
 from tracefuse.exporters.sources import LoadedModel
 
 logger = logging.getLogger(__name__)
@@ -249,7 +250,7 @@ def _main_input(loaded: LoadedModel) -> str | None:
     params = _forward_params(loaded.module)
     if name in params:
         return name
-    known = [p for p in params if p in ("input_ids", "pixel_values", "input_values", *FEATURE_INPUTS)]
+    known = [p for p in params if p in ("input_ids", "pixel_values", "input_values", *FEATURE_INPUTS, SERIES_INPUT)]
     if known:
         logger.info("main input %s: the forward takes no %s", known[0], name)
     return known[0] if known else name
@@ -294,6 +295,9 @@ def resolve_spec(loaded: LoadedModel, use_cache: bool = True) -> ArchSpec:
     elif main_input in FEATURE_INPUTS:
         fields = feature_fields(loaded.module, loaded.config, main_input, loaded.model_type)
         spec = _with_decoder_ids(ArchSpec(loaded.model_type, loaded.task, **fields), loaded)
+    elif main_input == SERIES_INPUT:
+        spec = ArchSpec(loaded.model_type, loaded.task, **series_fields(loaded.module, loaded.config,
+                                                                         loaded.model_type))
     else:
         raise ExportError(
             f"model type '{loaded.model_type}' takes '{main_input}' as its main input, which this version "

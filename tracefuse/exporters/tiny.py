@@ -21,6 +21,7 @@ LAYERS = 2
 FFN = 64
 VOCAB = 1000
 IMAGE = 32
+HORIZON = 4  # forecast steps of a time-series config that leaves its horizon unset
 
 # Standard config fields and the small value each gets. Only fields the config already has are set.
 _SCALARS: dict[str, int] = {
@@ -53,6 +54,8 @@ def tiny_config_kwargs(config: Any, nested: bool = False) -> dict[str, Any]:
     rotary = getattr(config, "rotary_dim", None)
     if isinstance(rotary, int) and not isinstance(rotary, bool) and rotary > HIDDEN // HEADS:
         kwargs["rotary_dim"] = HIDDEN // HEADS  # rotary embeddings cover at most one head (gptj, codegen)
+    if "prediction_length" in vars(config) and config.prediction_length is None:
+        kwargs["prediction_length"] = HORIZON  # a forecaster's config requires its horizon (context follows it)
     start = getattr(config, "decoder_start_token_id", None)
     if isinstance(start, int) and "vocab_size" in kwargs and start >= VOCAB:
         kwargs["decoder_start_token_id"] = VOCAB - 2  # it is embedded at the first decoder step
