@@ -21,6 +21,8 @@ from tracefuse.exporters.grid_spec import grid_fields, takes_grid
 from tracefuse.exporters.media_rank import concrete, extra_axis_size, wants_extra_axis, with_extra_axis
 from tracefuse.exporters.media_spec import (
     AUDIO_TRACE,
+    BATCH_SHAPES,
+    BATCH_TRACE,
     DECODER_LENGTHS,
     audio_fields,
     paired_image_inputs,
@@ -31,6 +33,7 @@ from tracefuse.exporters.media_spec import (
 from tracefuse.exporters.placeholders import image_placeholder_count, image_token_id, lowest_placeholder
 from tracefuse.exporters.series_spec import SERIES_INPUT, series_fields
 from tracefuse.exporters.sources import LoadedModel
+from tracefuse.exporters.video_spec import VIDEO_INPUT, video_input
 
 logger = logging.getLogger(__name__)
 
@@ -242,6 +245,21 @@ def fix_axes(spec: ArchSpec, axes: Sequence[str]) -> ArchSpec:
                                dynamic_image_size=spec.dynamic_image_size and not {"height", "width"} & set(sizes))
 
 
+def _video_spec(loaded: LoadedModel) -> ArchSpec:
+    """A video model's spec: the clip (fixed frames and size, video_spec), after the text inputs of a
+    video-text model whose forward requires `input_ids` (their batch and sequence axes dynamic)."""
+    params = inspect.signature(loaded.module.forward).parameters
+    if params.get("input_ids") is None or params["input_ids"].default is not inspect.Parameter.empty:
+        clip = video_input(loaded.module, loaded.config, loaded.model_type)
+        return ArchSpec(loaded.model_type, loaded.task, (clip,), trace_shape=dict(BATCH_TRACE),
+                        validation_shapes=BATCH_SHAPES)
+    text = _text_inputs(loaded)
+    ids = _random_ids(int(text[0].fill["high"])).repeat(2, 1)  # the probe's clips come in a batch of 2
+    clip = video_input(loaded.module, loaded.config, loaded.model_type, {"input_ids": ids})
+    trace, shapes = _text_shapes(text)
+    return ArchSpec(loaded.model_type, loaded.task, (*text, clip), trace_shape=trace, validation_shapes=shapes)
+
+
 def _main_input(loaded: LoadedModel) -> str | None:
     """The module's `main_input_name` when its forward takes it; else the first forward parameter that is an
     input this module can generate (a vision tower that inherits the default "input_ids" but takes only
@@ -250,7 +268,8 @@ def _main_input(loaded: LoadedModel) -> str | None:
     params = _forward_params(loaded.module)
     if name in params:
         return name
-    known = [p for p in params if p in ("input_ids", "pixel_values", "input_values", *FEATURE_INPUTS, SERIES_INPUT)]
+    known = [p for p in params if p in ("input_ids", "pixel_values", "input_values", *FEATURE_INPUTS, SERIES_INPUT,
+                                           VIDEO_INPUT)]
     if known:
         logger.info("main input %s: the forward takes no %s", known[0], name)
     return known[0] if known else name
@@ -295,6 +314,8 @@ def resolve_spec(loaded: LoadedModel, use_cache: bool = True) -> ArchSpec:
     elif main_input in FEATURE_INPUTS:
         fields = feature_fields(loaded.module, loaded.config, main_input, loaded.model_type)
         spec = _with_decoder_ids(ArchSpec(loaded.model_type, loaded.task, **fields), loaded)
+    elif main_input == VIDEO_INPUT:
+        spec = _video_spec(loaded)
     elif main_input == SERIES_INPUT:
         spec = ArchSpec(loaded.model_type, loaded.task, **series_fields(loaded.module, loaded.config,
                                                                          loaded.model_type))
