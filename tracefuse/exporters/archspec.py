@@ -41,6 +41,7 @@ DEFAULT_TOLERANCE = {"atol": 1e-4, "rtol": 1e-3}
 TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 TEXT_SHAPES = ({"batch": 1, "sequence": 16}, {"batch": 3, "sequence": 37})
 TEXT_TRACE = {"batch": 2, "sequence": 9}
+FALLBACK_VOCAB = 256  # token ids of a config with no vocab_size anywhere (byte-sized)
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,21 @@ def _forward_params(module: Any) -> list[str]:
     return list(inspect.signature(module.forward).parameters)
 
 
+def _vocab_size(config: Any) -> int:
+    """The token ids a text input may hold: the config's `vocab_size`, else the smallest of its sub-configs'
+    (an encoder-decoder's encoder and decoder, a policy's language model), else FALLBACK_VOCAB (a model that
+    embeds any id: canine hashes code points)."""
+    own = getattr(config, "vocab_size", None)
+    if isinstance(own, int) and own > 0:
+        return own
+    found = [sub.vocab_size for sub in getattr(config, "__dict__", {}).values()
+             if hasattr(sub, "to_dict") and isinstance(getattr(sub, "vocab_size", None), int) and sub.vocab_size > 0]
+    if found:
+        return min(found)
+    logger.info("the config declares no vocab_size: token ids below %d", FALLBACK_VOCAB)
+    return FALLBACK_VOCAB
+
+
 def _text_inputs(loaded: LoadedModel) -> tuple[TensorSpec, ...]:
     config = getattr(loaded.config, "text_config", None) or loaded.config  # a multimodal model's text tower
     params = _forward_params(loaded.module)
@@ -98,7 +114,7 @@ def _text_inputs(loaded: LoadedModel) -> tuple[TensorSpec, ...]:
         if name not in params:
             continue
         if name == "input_ids":
-            fill = {"kind": "int", "low": 0, "high": int(config.vocab_size)}
+            fill = {"kind": "int", "low": 0, "high": _vocab_size(config)}
         elif name == "attention_mask":
             fill = {"kind": "mask"}
         else:

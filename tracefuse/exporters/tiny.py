@@ -44,7 +44,8 @@ def tiny_config_kwargs(config: Any, nested: bool = False) -> dict[str, Any]:
     a `nested` backbone whose outputs its parent set, to as many as its last output needs)."""
     kwargs: dict[str, Any] = {}
     for key, value in _SCALARS.items():
-        if isinstance(read_field(config, key), int) and not isinstance(read_field(config, key), bool):
+        if isinstance(read_field(config, key), int) and not isinstance(read_field(config, key), bool) \
+                and _settable(config, key, value):
             kwargs[key] = value
     if isinstance(read_field(config, "num_key_value_heads"), int):
         kwargs["num_key_value_heads"] = HEADS // 2
@@ -66,6 +67,25 @@ def tiny_config_kwargs(config: Any, nested: bool = False) -> dict[str, Any]:
     kwargs.update(expert_kwargs({k: v for k, v in vars(config).items() if not k.startswith("_")}, FFN))
     kwargs.update(sub_config_kwargs(config, tiny_config_kwargs))
     return kwargs
+
+
+def _settable(config: Any, key: str, value: Any) -> bool:
+    """False for a field the config derives and will not take: a property with no setter (a codec's
+    `hidden_size` computed from its sub-models) or whose setter refuses (funnel's `num_hidden_layers`, set
+    through `block_sizes`); the shrink then leaves it to the fields it derives from."""
+    import copy
+    import inspect
+
+    attr = inspect.getattr_static(type(config), key, None)
+    if not isinstance(attr, property):
+        return True
+    if attr.fset is None:
+        return False
+    try:
+        attr.fset(copy.deepcopy(config), value)
+    except NotImplementedError:
+        return False
+    return True
 
 
 SPECIAL_BAND = 32  # placeholder ids are moved into the top SPECIAL_BAND ids of the shrunk vocabulary
