@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from tracefuse.jobs.coverage import Worker, read_rows, select_types
-from tracefuse.jobs.coverage_probe import FIXED, _next_attempts, _row_outcome, reason_of
+from tracefuse.jobs.coverage_probe import FIXED, NO_CACHE, _cache_retry, _next_attempts, _row_outcome, probe, reason_of
 from tracefuse.jobs.coverage_report import build_report, reason_class, to_markdown
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("detectron2") is not None,
@@ -152,3 +152,20 @@ def test_coverage_cli_rejects_an_unknown_exporter(tmp_path):
     assert done.returncode == 2, done.stdout + done.stderr
     assert "onnxmagic" in done.stderr and "torchscript" in done.stderr  # what was wrong, and what to use
     assert not (tmp_path / "r").exists()
+
+
+def test_a_decoder_that_fails_with_its_cache_is_tried_without_it():
+    failed = [_outcome("torchscript", "failed"), _outcome("dynamo", "failed")]
+    assert _cache_retry("llama", "feature-extraction", failed)
+    assert not _cache_retry("llama", "text-generation", failed)  # there the cache is what is exported
+    assert not _cache_retry("bert", "feature-extraction", failed)  # no cache to drop
+    assert not _cache_retry("llama", "feature-extraction", [_outcome("dynamo", "failed", stage="forward")])
+    assert not _cache_retry("llama", "feature-extraction", [*failed, _outcome("dynamo", "validated", "validate")])
+
+
+def test_sparse_attention_decoder_validates_without_its_cache(tmp_path):
+    # deepseek_v32's indexer cannot run a multi-token step after a cached one (the trace shape of a cache graph)
+    row = probe("deepseek_v32", "feature-extraction", tmp_path, exporters=("dynamo",))
+    assert row["status"] == "validated" and row["exporter"] == NO_CACHE, row
+    assert row["cases"] == ["batch=1,sequence=16", "batch=3,sequence=37"]  # no past_sequence: the plain graph
+    assert "dynamo" in row["tried"]

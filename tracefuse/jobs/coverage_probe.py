@@ -29,6 +29,10 @@ EXPORTER_ORDER = ("torchscript", "dynamo", "transformers")
 # axis but batch fixed at its trace size (archspec.fix_axes); the row's exporter says so.
 _SPECIALIZED = ("conflicts between user-specified ranges and inferred ranges", "Constraints violated")
 FIXED = "dynamo, fixed axes"
+# A decoder's feature-extraction graph is exported with its KV cache. Where every exporter fails with it (the
+# model's own code cannot run a multi-token step after a cached one: sparse-attention indexers), dynamo is
+# tried once more exporting the plain graph, as `tracefuse export --no-cache` does; the row's exporter says so.
+NO_CACHE = "dynamo, no cache"
 _RUN_FAILED = "Non-zero status code returned while running"  # ONNX Runtime ran the graph and a node failed
 # progress messages of api.export -> the stage they start
 _STAGES = (("loading", "build"), ("probing", "forward"), ("exporting", "export"), ("validating", "validate"))
@@ -84,7 +88,8 @@ def _worst(report: dict[str, Any]) -> float | None:
 def _export(model_type: str, task: str, out: Path, exporter: str, stage: list[str],
             timings: dict[str, float]) -> dict[str, Any]:
     fixed = ("*",) if exporter == FIXED else ()
-    exporter = "dynamo" if exporter == FIXED else exporter
+    use_cache = exporter != NO_CACHE
+    exporter = "dynamo" if exporter in (FIXED, NO_CACHE) else exporter
     from tracefuse import api
 
     mark = [time.perf_counter()]
@@ -98,7 +103,7 @@ def _export(model_type: str, task: str, out: Path, exporter: str, stage: list[st
 
     try:
         result = api.export(f"tiny:{model_type}", out, format="onnx", task=task, exporter=exporter, validate=True,
-                            overwrite=True, progress=progress, fixed_axes=fixed)
+                            overwrite=True, progress=progress, fixed_axes=fixed, use_cache=use_cache)
     finally:
         timings[stage[0]] = round(timings.get(stage[0], 0.0) + time.perf_counter() - mark[0], 2)
     return result.report or {}
@@ -140,6 +145,22 @@ def _next_attempts(outcome: dict[str, Any], rest: list[str]) -> list[str] | None
     return rest
 
 
+def _cache_retry(model_type: str, task: str, outcomes: list[dict[str, Any]]) -> bool:
+    """Whether to try NO_CACHE: nothing validated, every exporter got past the model's own forward, the task
+    is feature-extraction (a text-generation graph is its cache) and the spec has past key/values."""
+    if task != "feature-extraction" or any(o["status"] == "validated" or o["stage"] in ("config", "build", "forward")
+                                           for o in outcomes):
+        return False
+    from tracefuse.exporters.archspec import resolve_spec
+    from tracefuse.exporters.sources import load_source
+
+    try:
+        spec = resolve_spec(load_source(f"tiny:{model_type}", task))
+    except Exception:  # noqa: BLE001 - no spec, no cache to drop
+        return False
+    return any(name.startswith("past_key_values") for name in spec.input_names)
+
+
 def _row_outcome(outcomes: list[dict[str, Any]]) -> dict[str, Any]:
     """The outcome a row reports: the one that validated; else an exported mismatch (dynamo's first); else the
     default exporter's (dynamo's) failure, or the first one when dynamo was not reached."""
@@ -158,7 +179,8 @@ def probe(model_type: str, task: str, work_dir: Path, *, exporters: tuple[str, .
     Status: `validated` (ONNX Runtime matches PyTorch at both shapes), `mismatch` (exported, but outputs
     differ), `failed` (an error at `stage`: config, build, forward, export or validate). The `exporters` are
     tried in turn until one validates (see _next_attempts; dynamo with fixed axes is added where dynamo's
-    graph holds its trace shape). The row names the exporter that worked, and `tried` the others' reasons.
+    graph holds its trace shape, and dynamo with no cache where a decoder fails with it). The row names the
+    exporter that worked, and `tried` the others' reasons.
     """
     from tracefuse.exporters.tiny import tiny_config
 
@@ -176,6 +198,8 @@ def probe(model_type: str, task: str, work_dir: Path, *, exporters: tuple[str, .
     while queue:
         outcomes.append(_attempt(model_type, task, out, queue[0], row["stage_seconds"]))
         queue = _next_attempts(outcomes[-1], queue[1:])
+    if "dynamo" in exporters and _cache_retry(model_type, task, outcomes):
+        outcomes.append(_attempt(model_type, task, out, NO_CACHE, row["stage_seconds"]))
     chosen = _row_outcome(outcomes)
     row.update({k: v for k, v in chosen.items() if k != "specialized"})
     if not chosen["exported"]:

@@ -111,10 +111,11 @@ def to_markdown(report: dict[str, Any]) -> str:
         "task (feature-extraction when it has an `AutoModel` class), exported "
         + (f"with the exporters {' → '.join(report['exporters'])} in turn until one validates"
            if report.get("exporters") else "with the exporters of the run's --exporters in turn")
-        + " (dynamo with fixed axes is added where dynamo's graph holds its trace shape), and compared with PyTorch "
+        + " (dynamo with fixed axes is added where dynamo's graph holds its trace shape, and dynamo with no KV "
+        "cache, for feature-extraction, where a decoder fails with its cache), and compared with PyTorch "
         "on ONNX Runtime CPU at the two validation shapes of its ArchSpec. The exporter column names the one that "
         "validated: `tracefuse export tiny:TYPE --exporter NAME` exports the same way (`dynamo, fixed axes` is "
-        "`--exporter dynamo --fixed-axes '*'`). "
+        "`--exporter dynamo --fixed-axes '*'`, `dynamo, no cache` is `--exporter dynamo --no-cache`). "
         + ("A row validated by an earlier exporter in that order says nothing about the later ones (the JSON lists, "
            "under `tried`, the reasons of those that were tried and failed). "
            if report.get("exporters") and report["exporters"][0] != "dynamo" else "")
