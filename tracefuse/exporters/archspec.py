@@ -25,6 +25,7 @@ from tracefuse.exporters.media_spec import (
     BATCH_TRACE,
     DECODER_LENGTHS,
     audio_fields,
+    noise_input,
     paired_image_inputs,
     pixel_spec,
     runs_at_other_image_size,
@@ -321,6 +322,9 @@ def resolve_spec(loaded: LoadedModel, use_cache: bool = True) -> ArchSpec:
             dynamic = runs_at_other_image_size(loaded.module, loaded.config, extra)
         spec = ArchSpec(loaded.model_type, loaded.task, dynamic_image_size=dynamic,
                         **vision_fields(loaded.config, dynamic, extra))
+        noise = None if dynamic or extra else noise_input(loaded.module, loaded.config)
+        if noise is not None:  # random patch masking drawn from an input: the same in both runtimes
+            spec = dataclasses.replace(spec, inputs=(*spec.inputs, noise))
         spec = _with_decoder_ids(spec, loaded)
     elif main_input == "input_values":
         fields = audio_fields(loaded.config)

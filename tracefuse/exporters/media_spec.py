@@ -105,3 +105,18 @@ def paired_image_inputs(config: Any, params: list[str]) -> tuple[TensorSpec, ...
     if "pixel_values" not in params or getattr(config, "vision_config", None) is None:
         return ()
     return (pixel_spec(config, dynamic=False),)
+
+
+def noise_input(module: Any, config: Any) -> TensorSpec | None:
+    """The `noise` a masked-image model draws per patch to choose the patches it keeps (vit_mae), as an input:
+    `[batch, patches]` at the config's fixed image size, so ONNX Runtime and PyTorch mask the same patches
+    instead of each drawing its own. None when the forward takes no `noise` or the config has no patch size."""
+    import inspect
+
+    if "noise" not in inspect.signature(module.forward).parameters:
+        return None
+    patch = getattr(image_config(config), "patch_size", None)
+    patch = patch[0] if isinstance(patch, (list, tuple)) else patch
+    if not isinstance(patch, int) or patch <= 0:
+        return None
+    return TensorSpec("noise", "float32", ("batch", (image_size(config) // patch) ** 2), {"kind": "normal"})
