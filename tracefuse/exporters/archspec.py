@@ -28,6 +28,7 @@ from tracefuse.exporters.media_spec import (
     noise_input,
     paired_image_inputs,
     pixel_spec,
+    runnable_image_size,
     runs_at_other_image_size,
     vision_fields,
 )
@@ -179,6 +180,47 @@ def _with_decoder_ids(spec: ArchSpec, loaded: LoadedModel) -> ArchSpec:
     return dataclasses.replace(spec, inputs=(*spec.inputs, ids), trace_shape=trace, validation_shapes=shapes)
 
 
+def _required_ids(loaded: LoadedModel) -> dict[str, Any]:
+    """Text ids (batch 1) for probing a model whose forward requires `input_ids` beside its image; else {}."""
+    param = inspect.signature(loaded.module.forward).parameters.get("input_ids")
+    if param is None or param.default is not inspect.Parameter.empty:
+        return {}
+    config = getattr(loaded.config, "text_config", None) or loaded.config
+    return {"input_ids": _random_ids(min(_vocab_size(config), 100))}
+
+
+def _text_positions(config: Any) -> int | None:
+    """The length of the text tower's position table (its `max_position_embeddings`), or None."""
+    text = getattr(config, "text_config", None) or config
+    positions = getattr(text, "max_position_embeddings", None)
+    return positions if isinstance(positions, int) and positions > 0 else None
+
+
+def _with_text_ids(spec: ArchSpec, loaded: LoadedModel) -> ArchSpec:
+    """An image model whose forward needs text ids too (grounding-dino's phrases, sam3's prompt: it requires
+    `input_ids`, or fails on the image alone) gets the text inputs, with their batch and sequence axes."""
+    params = inspect.signature(loaded.module.forward).parameters
+    if "input_ids" not in params or "input_ids" in spec.input_names:
+        return spec
+    if params["input_ids"].default is not inspect.Parameter.empty:
+        import torch
+
+        from tracefuse.validation.inputs import generate_inputs
+
+        feeds = generate_inputs(spec.inputs, spec.trace_shape)
+        try:
+            with torch.no_grad():
+                loaded.module(**{name: torch.from_numpy(value) for name, value in feeds.items()})
+            return spec  # it runs on the image alone
+        except Exception as exc:  # noqa: BLE001 - a model's forward can raise anything
+            logger.info("%s fails on the image alone (%s: %s): adding text ids", loaded.model_type,
+                        type(exc).__name__, (str(exc).splitlines() or [""])[0][:160])
+    text = tuple(s for s in _text_inputs(loaded) if s.name not in spec.input_names)
+    trace, shapes = _text_shapes(text, _text_positions(loaded.config))
+    return dataclasses.replace(spec, inputs=(*text, *spec.inputs), trace_shape={**spec.trace_shape, **trace},
+                               validation_shapes=tuple({**a, **b} for a, b in zip(spec.validation_shapes, shapes)))
+
+
 def _text_shapes(inputs: tuple[TensorSpec, ...], positions: int | None = None,
                  ) -> tuple[dict[str, int], tuple[dict[str, int], ...]]:
     """Trace sizes and validation shapes of the text spec, longer by the media placeholders ids start with.
@@ -311,21 +353,20 @@ def resolve_spec(loaded: LoadedModel, use_cache: bool = True) -> ArchSpec:
         spec = ArchSpec(loaded.model_type, loaded.task, **grid_fields(loaded.module, loaded.config))
     elif main_input == "input_ids":
         inputs = _text_inputs(loaded)
-        text = getattr(loaded.config, "text_config", None) or loaded.config
-        positions = getattr(text, "max_position_embeddings", None)
-        shapes = _text_shapes(inputs, positions if isinstance(positions, int) and positions > 0 else None)
+        shapes = _text_shapes(inputs, _text_positions(loaded.config))
         spec = _with_decoder_ids(ArchSpec(loaded.model_type, loaded.task, inputs, *shapes), loaded)
     elif main_input == "pixel_values":
-        extra = _extra_axis(loaded, pixel_spec(loaded.config, dynamic=False))
+        size = runnable_image_size(loaded.module, loaded.config, _required_ids(loaded))
+        extra = _extra_axis(loaded, pixel_spec(loaded.config, dynamic=False, size=size))
         dynamic = overrides.get("dynamic_image_size")
         if dynamic is None:
-            dynamic = runs_at_other_image_size(loaded.module, loaded.config, extra)
+            dynamic = runs_at_other_image_size(loaded.module, loaded.config, extra, size)
         spec = ArchSpec(loaded.model_type, loaded.task, dynamic_image_size=dynamic,
-                        **vision_fields(loaded.config, dynamic, extra))
-        noise = None if dynamic or extra else noise_input(loaded.module, loaded.config)
+                        **vision_fields(loaded.config, dynamic, extra, size))
+        noise = None if dynamic or extra else noise_input(loaded.module, loaded.config, size)
         if noise is not None:  # random patch masking drawn from an input: the same in both runtimes
             spec = dataclasses.replace(spec, inputs=(*spec.inputs, noise))
-        spec = _with_decoder_ids(spec, loaded)
+        spec = _with_decoder_ids(_with_text_ids(spec, loaded), loaded)
     elif main_input == "input_values":
         fields = audio_fields(loaded.config)
         if len(fields["inputs"][0].shape) == 2:  # a raw waveform: a codec may want [batch, channels, samples]

@@ -23,6 +23,7 @@ from tracefuse.artifact import TensorSpec
 logger = logging.getLogger(__name__)
 
 DEFAULT_IMAGE = 64
+LARGER_IMAGES = (DEFAULT_IMAGE, 128, 256)  # tried in turn when the config declares no image size
 # Raw waveforms: a tiny feature extractor strides by 320 samples, so these give 14 and 24 frames.
 AUDIO_SHAPES = ({"batch": 1, "samples": 4800}, {"batch": 3, "samples": 8000})
 AUDIO_TRACE = {"batch": 2, "samples": 6400}
@@ -44,23 +45,48 @@ def image_size(config: Any) -> int:
     return int(size) if size else DEFAULT_IMAGE
 
 
-def pixel_spec(config: Any, dynamic: bool, extra: int = 0) -> TensorSpec:
-    """pixel_values [batch, channels, height, width] (height and width named when dynamic, else the config's
-    size); with `extra`, an axis of that size after batch (frames of a video, images of a stack)."""
+def pixel_spec(config: Any, dynamic: bool, extra: int = 0, size: int | None = None) -> TensorSpec:
+    """pixel_values [batch, channels, height, width] (height and width named when dynamic, else `size`, by
+    default the config's); with `extra`, an axis of that size after batch (frames of a video, images of a
+    stack)."""
     channels = int(getattr(image_config(config), "num_channels", 3))
-    size = image_size(config)
+    size = size or image_size(config)
     shape: tuple[int | str, ...] = ("batch", channels) + (("height", "width") if dynamic else (size, size))
     if extra:
         shape = (shape[0], extra, *shape[1:])
     return TensorSpec("pixel_values", "float32", shape, {"kind": "normal"})
 
 
-def runs_at_other_image_size(module: Any, config: Any, extra: int = 0) -> bool:
-    """Whether the PyTorch model accepts a non-square image larger than its config's size (one eager forward);
-    `extra` as in `pixel_spec`."""
+def runnable_image_size(module: Any, config: Any, other_feeds: dict[str, Any] | None = None) -> int:
+    """The image size to use: the config's `image_size` when it declares one; else the first of
+    LARGER_IMAGES the PyTorch model runs on, one image (with `other_feeds`, e.g. text ids of batch 1): a
+    detector whose last feature map falls to one pixel at DEFAULT_IMAGE (a group norm over it fails) needs a
+    larger image."""
     import torch
 
-    size = image_size(config)
+    if getattr(image_config(config), "image_size", None):
+        return image_size(config)
+    channels = int(getattr(image_config(config), "num_channels", 3))
+    for size in LARGER_IMAGES:
+        pixels = torch.randn(1, channels, size, size, generator=torch.Generator().manual_seed(0))  # batch 1:
+        # a norm over a one-pixel map fails only with a single image
+        try:
+            with torch.no_grad():
+                module(pixel_values=pixels, **(other_feeds or {}))
+        except Exception as exc:  # noqa: BLE001 - any failure: try a larger image
+            logger.info("no image size: the model fails at %dx%d: %s: %s", size, size, type(exc).__name__,
+                        (str(exc).splitlines() or [""])[0][:160])
+            continue
+        return size
+    return DEFAULT_IMAGE
+
+
+def runs_at_other_image_size(module: Any, config: Any, extra: int = 0, size: int | None = None) -> bool:
+    """Whether the PyTorch model accepts a non-square image larger than `size` (by default its config's; one
+    eager forward); `extra` as in `pixel_spec`."""
+    import torch
+
+    size = size or image_size(config)
     channels = int(getattr(image_config(config), "num_channels", 3))
     shape = (1, *((extra,) if extra else ()), channels, size + 32, size + 16)
     pixels = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
@@ -74,15 +100,16 @@ def runs_at_other_image_size(module: Any, config: Any, extra: int = 0) -> bool:
     return True
 
 
-def vision_fields(config: Any, dynamic: bool, extra: int = 0) -> dict[str, Any]:
-    """ArchSpec fields for a model whose main input is pixel_values (`extra` as in `pixel_spec`)."""
-    size = image_size(config)
+def vision_fields(config: Any, dynamic: bool, extra: int = 0, size: int | None = None) -> dict[str, Any]:
+    """ArchSpec fields for a model whose main input is pixel_values (`extra` and `size` as in `pixel_spec`)."""
+    size = size or image_size(config)
     if dynamic:
         shapes = ({"batch": 1, "height": size, "width": size}, {"batch": 3, "height": size + 32, "width": size + 16})
         trace = {"batch": 2, "height": size, "width": size + 32}
     else:
         shapes, trace = BATCH_SHAPES, BATCH_TRACE
-    return {"inputs": (pixel_spec(config, dynamic, extra),), "validation_shapes": shapes, "trace_shape": dict(trace)}
+    return {"inputs": (pixel_spec(config, dynamic, extra, size),), "validation_shapes": shapes,
+            "trace_shape": dict(trace)}
 
 
 def audio_fields(config: Any, extra: int = 0) -> dict[str, Any]:
@@ -107,7 +134,7 @@ def paired_image_inputs(config: Any, params: list[str]) -> tuple[TensorSpec, ...
     return (pixel_spec(config, dynamic=False),)
 
 
-def noise_input(module: Any, config: Any) -> TensorSpec | None:
+def noise_input(module: Any, config: Any, size: int | None = None) -> TensorSpec | None:
     """The `noise` a masked-image model draws per patch to choose the patches it keeps (vit_mae), as an input:
     `[batch, patches]` at the config's fixed image size, so ONNX Runtime and PyTorch mask the same patches
     instead of each drawing its own. None when the forward takes no `noise` or the config has no patch size."""
@@ -119,4 +146,5 @@ def noise_input(module: Any, config: Any) -> TensorSpec | None:
     patch = patch[0] if isinstance(patch, (list, tuple)) else patch
     if not isinstance(patch, int) or patch <= 0:
         return None
-    return TensorSpec("noise", "float32", ("batch", (image_size(config) // patch) ** 2), {"kind": "normal"})
+    return TensorSpec("noise", "float32", ("batch", ((size or image_size(config)) // patch) ** 2),
+                      {"kind": "normal"})

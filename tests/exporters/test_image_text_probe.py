@@ -1,0 +1,57 @@
+"""Image models that need more than the default image: text ids beside it, or a larger image."""
+
+from __future__ import annotations
+
+import onnx
+import torch
+
+from tracefuse import api
+from tracefuse.exporters.archspec import resolve_spec
+from tracefuse.exporters.media_spec import DEFAULT_IMAGE, runnable_image_size
+from tracefuse.exporters.sources import load_source
+
+
+def test_an_image_model_that_fails_on_the_image_alone_gets_text_ids(tmp_path):
+    # sam3 takes pixel_values first and raises "You must specify exactly one of input_ids or text_embeds"
+    result = api.export("tiny:sam3", tmp_path / "sam3", exporter="torchscript")
+    assert result.report is not None and result.report["passed"], result.report
+    graph = onnx.load(str(result.artifact.graph_path), load_external_data=False).graph
+    names = [i.name for i in graph.input]
+    assert names[0] == "input_ids" and "pixel_values" in names
+    # its text tower has 32 positions: the validation lengths stay inside them
+    assert [c["name"] for c in result.report["cases"]] == ["batch=1,sequence=16", "batch=3,sequence=32"]
+
+
+class _OnePixelNorm(torch.nn.Module):
+    """Fails like a detector whose last feature map is one pixel: a group norm with one value per group."""
+
+    def forward(self, pixel_values):
+        features = torch.nn.functional.avg_pool2d(pixel_values, 64)  # 64 px -> 1x1, 128 px -> 2x2
+        return torch.nn.functional.group_norm(features, 3)
+
+
+class _Config:
+    num_channels = 3
+
+
+def test_a_config_without_image_size_gets_the_first_size_the_model_runs_on():
+    assert runnable_image_size(_OnePixelNorm(), _Config()) == 128
+    assert runnable_image_size(torch.nn.Identity(), _Config()) == DEFAULT_IMAGE
+
+
+def test_a_declared_image_size_is_kept_without_running_the_model():
+    class Declared(_Config):
+        image_size = 48
+
+    class Refuses(torch.nn.Module):
+        def forward(self, pixel_values):
+            raise AssertionError("not run")
+
+    assert runnable_image_size(Refuses(), Declared()) == 48
+
+
+def test_deformable_detr_gets_a_128_pixel_image():
+    # at 64 px its last level is 1x1 and a group norm over it fails for a single image
+    spec = resolve_spec(load_source("tiny:deformable_detr"))
+    assert spec.inputs[0].name == "pixel_values" and 128 in {spec.inputs[0].shape[-1],
+                                                              *[s.get("width") for s in spec.validation_shapes]}
