@@ -36,6 +36,16 @@ class ExportError(TracefuseError):
     """The exporter failed to turn the model into a graph."""
 
 
+class SpecializedAxesError(ExportError):
+    """torch.export keeps axes static that the spec declared dynamic (the model specializes them); `axes`
+    names them, to export again with those axes fixed (`--fixed-axes`)."""
+
+    def __init__(self, problem: str, *, axes: tuple[str, ...], found: str | None = None,
+                 fix: str | None = None) -> None:
+        super().__init__(problem, found=found, fix=fix)
+        self.axes = axes
+
+
 class FeedError(TracefuseError):
     """Inputs given to a runner do not match the artifact's declared inputs."""
 

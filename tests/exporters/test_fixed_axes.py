@@ -6,13 +6,16 @@ import json
 
 import onnx
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from tracefuse.artifact import TensorSpec
 from tracefuse.cli import app
-from tracefuse.errors import ExportError
+from tracefuse.errors import ExportError, SpecializedAxesError
 from tracefuse.exporters.archspec import ArchSpec, fix_axes
-from tracefuse.jobs.coverage_probe import probe
+from tracefuse.exporters.onnx_exporter import export_onnx, specialized_axes
+from tracefuse.exporters.wrapper import FlatWrapper
+from tracefuse.jobs.coverage_probe import FIXED, _next_attempts, fixed_axes_of, fixed_label, probe
 
 
 def _spec() -> ArchSpec:
@@ -49,8 +52,51 @@ def test_coverage_retries_with_fixed_axes_when_torch_export_specializes_one(tmp_
     # mamba's dynamo export fails: torch.export infers a static sequence where the spec asked for a dynamic one
     row = probe("mamba", "feature-extraction", tmp_path)
     assert row["status"] == "validated", row
-    assert row["exporter"] == "dynamo, fixed axes"
+    assert row["exporter"] == "dynamo, fixed sequence"  # the axis torch.export named, not every axis
     assert row["cases"] == ["batch=1,sequence=9", "batch=3,sequence=9"]  # the table shows the fixed length
+
+
+def test_coverage_fixes_only_the_batch_of_a_model_that_specializes_it(tmp_path):
+    # pixtral's vision tower concatenates its images' patches: torch.export holds the image count (batch) at
+    # its trace size; with batch fixed, the image size stays dynamic and validates at two sizes
+    row = probe("pixtral", "feature-extraction", tmp_path, exporters=("dynamo",))
+    assert row["status"] == "validated" and row["exporter"] == "dynamo, fixed batch", row
+    sizes = [c.split(",", 1) for c in row["cases"]]
+    assert {b for b, _ in sizes} == {"batch=2"} and len({hw for _, hw in sizes}) == 2
+
+
+class _PairsOnly(torch.nn.Module):
+    def forward(self, x):
+        return {"y": x * torch.arange(2.0).reshape(2, 1)}  # broadcasting pins the batch at 2
+
+
+def test_a_specialized_axis_is_named_with_the_flag_that_fixes_it(tmp_path):
+    spec = TensorSpec("x", "float32", ("batch", "sequence"), {"kind": "normal"})
+    out = TensorSpec("y", "float32", ("batch", "sequence"), None)
+    with pytest.raises(SpecializedAxesError) as info:
+        export_onnx(FlatWrapper(_PairsOnly(), ("x",), ("y",)), {"x": torch.ones(2, 5)}, [spec], [out], tmp_path)
+    assert info.value.axes == ("batch",)
+    assert "'batch' at 2" in str(info.value) and "--fixed-axes batch" in str(info.value)
+    # the transformers exporter names keyword inputs; causes are searched too
+    cause = ValueError("- but tracing inferred a static shape of 4 for dimension inputs['x'].shape[1].")
+    wrapped = RuntimeError("Failed to export the model with torch.export")
+    wrapped.__cause__ = cause
+    assert specialized_axes(wrapped, [spec]) == {"sequence": 4}
+    assert specialized_axes(RuntimeError("something else"), [spec]) == {}
+
+
+def test_fixed_labels_name_the_axes_and_retry_once_more_when_torch_export_names_another():
+    assert fixed_label(None) == FIXED and fixed_axes_of(FIXED) == ("*",)
+    assert fixed_label(["batch"]) == "dynamo, fixed batch" and fixed_axes_of("dynamo, fixed batch,sequence") == (
+        "batch", "sequence")
+    assert fixed_axes_of("dynamo") == ()
+    conflict = {"exporter": "dynamo", "status": "failed", "stage": "export", "exported": False,
+                "reason": "ValueError: Found the following conflicts between user-specified ranges and inferred "
+                "ranges from model tracing:", "static_axes": ["batch"]}
+    assert _next_attempts(conflict, ["transformers"]) == ["dynamo, fixed batch", "transformers"]
+    again = {**conflict, "exporter": "dynamo, fixed batch", "static_axes": ["sequence"]}
+    assert _next_attempts(again, ["transformers"]) == ["dynamo, fixed batch,sequence", "transformers"]
+    assert _next_attempts({**again, "static_axes": ["batch"]}, ["transformers"]) == ["transformers"]
 
 
 def test_coverage_retries_with_fixed_axes_when_the_graph_holds_the_trace_size(tmp_path):

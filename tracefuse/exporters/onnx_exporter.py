@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,7 +18,7 @@ import onnx_ir as ir
 import torch
 
 from tracefuse.artifact import TensorSpec
-from tracefuse.errors import ExportError
+from tracefuse.errors import ExportError, SpecializedAxesError
 from tracefuse.exporters import GraphExport, transformers_patches
 from tracefuse.exporters.triangular_solve import solve_triangular_eager
 from tracefuse.exporters.triangular_solve import translations as triangular_translations
@@ -171,6 +172,32 @@ def _after_capture(exc: BaseException) -> bool:
     return any(marker in text for marker in _AFTER_CAPTURE)
 
 
+# torch.export's range conflict: "... inferred a static shape of 2 for dimension inputs['args'][2].shape[0]."
+# (dynamo: the wrapper's positional inputs; transformers' exporter: the model's keyword inputs)
+_STATIC_DIM = re.compile(r"inferred a static shape of (\d+) for dimension "
+                         r"inputs\['(?:args'\]\[(\d+)|(\w+)')\]\.shape\[(\d+)\]")
+
+
+def specialized_axes(exc: BaseException, inputs: Sequence[TensorSpec]) -> dict[str, int]:
+    """The named axes torch.export kept static though the spec declared them dynamic, with the size each
+    holds, from the message of `exc` or its causes ({} when it is another failure)."""
+    by_name = {s.name: s for s in inputs}
+    found: dict[str, int] = {}
+    chain, seen = [exc], set()
+    while chain:
+        err = chain.pop()
+        if err is None or id(err) in seen:
+            continue
+        seen.add(id(err))
+        for size, index, name, dim in _STATIC_DIM.findall(str(err)):
+            spec = inputs[int(index)] if index and int(index) < len(inputs) else by_name.get(name)
+            axis = spec.shape[int(dim)] if spec is not None and int(dim) < len(spec.shape) else None
+            if isinstance(axis, str):
+                found[axis] = int(size)
+        chain += [err.__cause__, err.__context__]
+    return found
+
+
 def _line(exc: BaseException) -> str:
     return next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)[:200]
 
@@ -245,6 +272,15 @@ def export_onnx(
         raise
     except Exception as exc:  # noqa: BLE001 - exporter failures come from deep inside torch
         first = str(exc).strip().splitlines()[0][:400] if str(exc).strip() else ""
+        static = specialized_axes(exc, inputs)
+        if static:
+            held = ", ".join(f"'{a}' at {n}" for a, n in static.items())
+            raise SpecializedAxesError(
+                f"the {exporter} exporter failed: torch.export keeps {'axis' if len(static) == 1 else 'axes'} "
+                f"{held} static (the model's code specializes {'it' if len(static) == 1 else 'them'})",
+                axes=tuple(static), found=f"{type(exc).__name__}: {first}",
+                fix=f"export with --fixed-axes {','.join(static)} (fixed at the trace size; the other axes stay "
+                "dynamic), or try --exporter torchscript") from exc
         raise ExportError(
             f"the {exporter} exporter failed",
             found=f"{type(exc).__name__}: {first}",

@@ -16,6 +16,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from tracefuse.errors import SpecializedAxesError
+
 logger = logging.getLogger(__name__)
 
 REASON_CHARS = 240
@@ -25,10 +27,13 @@ REASON_CHARS = 240
 # default of `tracefuse export`), then transformers' own exporter (its op patches, FX fixes and ONNX
 # translations: grouped_mm, views of non-contiguous tensors, vmap masks; plain graphs only).
 EXPORTER_ORDER = ("torchscript", "dynamo", "transformers")
-# torch.export found an axis it must keep static (the model specializes it): dynamo is tried again with every
-# axis but batch fixed at its trace size (archspec.fix_axes); the row's exporter says so.
+# torch.export found an axis it must keep static (the model specializes it): dynamo is tried again with the
+# axes it named fixed at their trace size (`dynamo, fixed batch`), or where it named none (and where the dynamic
+# graph holds its trace shape), every axis but batch (`dynamo, fixed axes`); archspec.fix_axes. The row's
+# exporter says which.
 _SPECIALIZED = ("conflicts between user-specified ranges and inferred ranges", "Constraints violated")
 FIXED = "dynamo, fixed axes"
+_FIXED_PREFIX = "dynamo, fixed "
 # A decoder's feature-extraction graph is exported with its KV cache. Where every exporter fails with it (the
 # model's own code cannot run a multi-token step after a cached one: sparse-attention indexers), dynamo is
 # tried once more exporting the plain graph, as `tracefuse export --no-cache` does; the row's exporter says so.
@@ -85,11 +90,23 @@ def _worst(report: dict[str, Any]) -> float | None:
     return max(values) if values else None
 
 
+def fixed_label(axes: Any) -> str:
+    """The exporter label of a dynamo export with `axes` fixed (None or "*": every axis but batch)."""
+    return FIXED if not axes or list(axes) == ["*"] else _FIXED_PREFIX + ",".join(axes)
+
+
+def fixed_axes_of(label: str) -> tuple[str, ...]:
+    """The axes a label fixes: () for a plain exporter, ("*",) for FIXED."""
+    if label == FIXED:
+        return ("*",)
+    return tuple(label[len(_FIXED_PREFIX):].split(",")) if label.startswith(_FIXED_PREFIX) else ()
+
+
 def _export(model_type: str, task: str, out: Path, exporter: str, stage: list[str],
             timings: dict[str, float]) -> dict[str, Any]:
-    fixed = ("*",) if exporter == FIXED else ()
+    fixed = fixed_axes_of(exporter)
     use_cache = exporter != NO_CACHE
-    exporter = "dynamo" if exporter in (FIXED, NO_CACHE) else exporter
+    exporter = "dynamo" if fixed or exporter == NO_CACHE else exporter
     from tracefuse import api
 
     mark = [time.perf_counter()]
@@ -115,11 +132,19 @@ def _attempt(model_type: str, task: str, out: Path, exporter: str, timings: dict
     try:
         report = _export(model_type, task, out, exporter, stage, timings)
     except Exception as exc:  # noqa: BLE001 - any failure is this model's row
-        return {"exporter": exporter, "status": "failed", "exported": False, "stage": stage[0],
-                "reason": reason_of(exc), "traceback": traceback.format_exc()[-3000:]}
+        failed = {"exporter": exporter, "status": "failed", "exported": False, "stage": stage[0],
+                  "reason": reason_of(exc), "traceback": traceback.format_exc()[-3000:]}
+        if isinstance(exc, SpecializedAxesError):
+            failed["static_axes"] = list(exc.axes)
+        return failed
     finally:
         shutil.rmtree(out, ignore_errors=True)
     passed = bool(report.get("passed"))
+    shapes = {c["name"] for c in report.get("cases", [])}
+    if passed and len(shapes) < 2:  # fixing axes left a single shape: dynamic axes not proven
+        return {"exporter": exporter, "status": "failed", "exported": True, "stage": "validate",
+                "reason": f"validated at one shape only ({', '.join(sorted(shapes)) or 'none'}): with these axes "
+                "fixed no dynamic axis is left to validate at a second shape"}
     return {"exporter": exporter, "status": "validated" if passed else "mismatch", "exported": True,
             "stage": "validate", "max_abs": _worst(report), "cases": [c["name"] for c in report.get("cases", [])],
             "reason": None if passed else _mismatch_reason(report), "specialized": _specialized_graph(report)}
@@ -135,11 +160,14 @@ def _next_attempts(outcome: dict[str, Any], rest: list[str]) -> list[str] | None
     reason = (outcome.get("reason") or "") + outcome.get("traceback", "")
     if status == "failed" and outcome["stage"] == "validate" and _RUN_FAILED not in reason and exporter == "dynamo":
         return None  # the reference or the inputs fail at a validation shape: another exporter would not help
-    if exporter == FIXED:
+    if fixed_axes_of(exporter):
+        more = set(outcome.get("static_axes") or ()) - set(fixed_axes_of(exporter))
+        if more and FIXED != exporter:  # torch.export named further static axes: fix those too, once each
+            return [fixed_label([*fixed_axes_of(exporter), *sorted(more)]), *rest]
         return None if status == "mismatch" else rest
     if exporter == "dynamo":
         if status == "failed" and any(text in reason for text in _SPECIALIZED):
-            return [FIXED, *rest]
+            return [fixed_label(outcome.get("static_axes")), *rest]
         if (status == "failed" and _RUN_FAILED in reason) or (status == "mismatch" and outcome["specialized"]):
             return [FIXED]
     return rest
@@ -201,7 +229,7 @@ def probe(model_type: str, task: str, work_dir: Path, *, exporters: tuple[str, .
     if "dynamo" in exporters and _cache_retry(model_type, task, outcomes):
         outcomes.append(_attempt(model_type, task, out, NO_CACHE, row["stage_seconds"]))
     chosen = _row_outcome(outcomes)
-    row.update({k: v for k, v in chosen.items() if k != "specialized"})
+    row.update({k: v for k, v in chosen.items() if k not in ("specialized", "static_axes")})
     if not chosen["exported"]:
         row["exporter"] = None
     if chosen["status"] == "validated":
