@@ -66,7 +66,32 @@ def tiny_config_kwargs(config: Any, nested: bool = False) -> dict[str, Any]:
     kwargs.update(consistency_kwargs(config, kwargs, HIDDEN, HEADS))  # layer_types, head_dim, mrope, ssm heads
     kwargs.update(expert_kwargs({k: v for k, v in vars(config).items() if not k.startswith("_")}, FFN))
     kwargs.update(sub_config_kwargs(config, tiny_config_kwargs))
+    kwargs.update(_shuffle_room(config, kwargs))
     return kwargs
+
+
+# a multimodal config's pixel-shuffle factor: its connector merges factor x factor vision patches into one token
+_SHUFFLE_FIELDS = ("scale_factor", "pixel_shuffle_factor")
+
+
+def _shuffle_room(config: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A shrunk vision_config (or a vision tower's own config) whose image holds fewer patches a side than the
+    pixel-shuffle factor (idefics3's 2, granite-docling's 4; the default image is 32 px) gets an image of that
+    many patches a side."""
+    factor = next((v for f in _SHUFFLE_FIELDS if isinstance(v := read_field(config, f), int)
+                   and not isinstance(v, bool) and v > 1), None)
+    if factor is None:
+        return {}
+    vision = kwargs.get("vision_config")
+    if isinstance(vision, dict):
+        size, patch = vision.get("image_size"), vision.get("patch_size")
+        if isinstance(size, int) and isinstance(patch, int) and size // patch < factor:
+            return {"vision_config": {**vision, "image_size": patch * factor}}
+        return {}
+    size, patch = kwargs.get("image_size"), read_field(config, "patch_size")  # a vision tower's own config
+    if isinstance(size, int) and isinstance(patch, int) and size // patch < factor:
+        return {"image_size": patch * factor}
+    return {}
 
 
 def _settable(config: Any, key: str, value: Any) -> bool:
