@@ -47,8 +47,11 @@ def tiny_config_kwargs(config: Any, nested: bool = False) -> dict[str, Any]:
         if isinstance(read_field(config, key), int) and not isinstance(read_field(config, key), bool) \
                 and _settable(config, key, value):
             kwargs[key] = value
-    if isinstance(read_field(config, "num_key_value_heads"), int):
+    if isinstance(read_field(config, "num_key_value_heads"), int) or _unset(config, "num_key_value_heads"):
         kwargs["num_key_value_heads"] = HEADS // 2
+    if _unset(config, "vocab_size"):  # left to the checkpoint (esm), with its special tokens: ids inside it
+        kwargs["vocab_size"] = VOCAB
+        kwargs.update({key: i for i, key in enumerate(("pad_token_id", "mask_token_id"), 1) if _unset(config, key)})
     pad = getattr(config, "pad_token_id", None)
     if isinstance(pad, int) and "vocab_size" in kwargs and pad >= VOCAB:
         kwargs["pad_token_id"] = VOCAB - 1  # an embedding's padding_idx must lie inside the shrunk vocabulary
@@ -92,6 +95,11 @@ def _shuffle_room(config: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     if isinstance(size, int) and isinstance(patch, int) and size // patch < factor:
         return {"image_size": patch * factor}
     return {}
+
+
+def _unset(config: Any, key: str) -> bool:
+    """Whether the config declares `key` and leaves it None (a default that the checkpoint fills)."""
+    return key in vars(config) and vars(config)[key] is None
 
 
 def _settable(config: Any, key: str, value: Any) -> bool:

@@ -11,7 +11,9 @@ rule reads the fields by what they mean, never by model type:
 - expert groups (`n_group`, `num_expert_group`) become at most GROUPS, a divisor of EXPERTS with two experts
   per group (group-limited routing scores a group by its two best experts), and `topk_group` at most that;
 - the experts' own widths (every `*intermediate_size` and `expert_ffn_hidden_size` of such a config) at most
-  the shrunk feed-forward width.
+  the shrunk feed-forward width;
+- a config that leaves every expert count unset (None) gets those small values for its unset fields, unless
+  a switch (`enable_moe_block=False`) says its layers are dense.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ def _is_int(value: Any) -> bool:
 def expert_kwargs(fields: dict[str, Any], ffn: int) -> dict[str, Any]:
     """The changes for a config's `fields` (its attributes) when it has more than EXPERTS experts; `ffn` is the
     shrunk feed-forward width. Empty for a dense config or one that already has few experts."""
+    if any(name in fields for name in _COUNTS[:-1]) and all(fields.get(name) is None for name in _COUNTS[:-1]):
+        switched_off = any(value is False and "moe" in name for name, value in fields.items())
+        return {} if switched_off else _unset_expert_kwargs(fields, ffn)  # enable_moe_block=False: dense
     if not any(_is_int(fields.get(name)) and fields[name] > EXPERTS for name in _COUNTS[:-1]):
         return {}
     changes: dict[str, Any] = {}
@@ -46,4 +51,16 @@ def expert_kwargs(fields: dict[str, Any], ffn: int) -> dict[str, Any]:
     changes.update({name: ffn for name, value in fields.items()
                     if (name.endswith("intermediate_size") and name != "intermediate_size" or name in _WIDTHS)
                     and _is_int(value) and value > ffn})
+    return changes
+
+
+def _unset_expert_kwargs(fields: dict[str, Any], ffn: int) -> dict[str, Any]:
+    """A config whose expert fields are all unset (None: the default leaves them to the checkpoint, and the
+    model builds its router all the same) gets EXPERTS experts, PER_TOKEN per token, one shared expert and
+    expert widths of the feed-forward width, each for the unset fields it has."""
+    changes: dict[str, Any] = {}
+    for names, value in ((_COUNTS[:-1], EXPERTS), (_PER_TOKEN, PER_TOKEN), (_SHARED, 1)):
+        changes.update({name: value for name in names if name in fields and fields[name] is None})
+    changes.update({name: ffn for name, value in fields.items() if value is None and (
+        name.endswith("intermediate_size") and name != "intermediate_size" or name in _WIDTHS)})
     return changes

@@ -1,0 +1,29 @@
+"""tiny: fields a default config leaves unset (None, for the checkpoint to fill) get small values."""
+
+from __future__ import annotations
+
+from tracefuse.exporters.tiny import HEADS, VOCAB, tiny_config
+from tracefuse.exporters.tiny_experts import EXPERTS, PER_TOKEN, expert_kwargs
+from tracefuse.jobs.coverage_probe import probe
+
+
+def test_unset_heads_vocabulary_and_special_tokens_are_filled():
+    assert tiny_config("nemotron").num_key_value_heads == HEADS // 2
+    esm = tiny_config("esm")
+    assert esm.vocab_size == VOCAB and 0 < esm.pad_token_id < VOCAB and 0 < esm.mask_token_id < VOCAB
+
+
+def test_unset_expert_counts_are_filled_unless_a_switch_says_dense():
+    dots1 = tiny_config("dots1")
+    assert (dots1.n_routed_experts, dots1.num_experts_per_tok, dots1.n_shared_experts) == (EXPERTS, PER_TOKEN, 1)
+    assert tiny_config("gemma4_text").num_experts is None  # enable_moe_block=False: the default is dense
+    fields = {"num_experts": None, "top_k_experts": None, "moe_intermediate_size": None}
+    assert expert_kwargs(fields, 64) == {"num_experts": EXPERTS, "top_k_experts": PER_TOKEN,
+                                         "moe_intermediate_size": 64}
+    assert expert_kwargs({**fields, "enable_moe_block": False}, 64) == {}
+    assert expert_kwargs({"hidden_size": 32}, 64) == {}  # no expert fields at all
+
+
+def test_a_config_with_unset_key_value_heads_builds_and_validates(tmp_path):
+    row = probe("nemotron", "feature-extraction", tmp_path, exporters=("torchscript",))
+    assert row["status"] == "validated", row
