@@ -40,6 +40,12 @@ def test_state_space_heads_divide_the_inner_width():
     assert (config.mamba_expand * config.hidden_size) % config.mamba_n_heads == 0
 
 
+def test_a_pure_state_space_config_keeps_heads_times_head_size_at_the_inner_width():
+    config = tiny_config("mamba2")  # its constructor checks hidden_size * expand == num_heads * head_dim
+    assert config.expand * config.hidden_size == config.num_heads * config.head_dim
+    assert config.num_heads % config.n_groups == 0
+
+
 def test_helpers():
     assert _pick_layers(["s", "s", "s", "f", "s", "f"], 2) == [0, 3]
     assert _pick_layers([None] * 12, 2) == [0, 1]

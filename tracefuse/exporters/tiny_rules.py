@@ -13,13 +13,15 @@ fields breaks them. These rules restore each relation from what the fields mean 
   `getattr(config, "head_dim", default)` finds the None;
 - multimodal rotary sections (`mrope_section`, in `rope_scaling` or `rope_parameters`) are rescaled so that
   they still sum to half the head size;
-- state-space head counts (`mamba_n_heads`, `ssm_num_heads`…) become a divisor of the shrunk inner width, and
-  an explicit state-space head size follows them.
+- state-space head counts (`mamba_n_heads`, `ssm_num_heads`…, and a pure state-space config's `num_heads`)
+  become a divisor of the shrunk inner width, an explicit state-space head size follows them, and head
+  groups divide them.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from tracefuse.exporters.tiny_layers import FIELD as PER_LAYER
@@ -149,12 +151,16 @@ def _state_space(config: Any, kwargs: dict[str, Any], hidden: int) -> dict[str, 
     inner = int(expand * hidden) if isinstance(expand, (int, float)) else 2 * hidden
     if _is_int(fields.get("mamba_d_ssm")) and "mamba_d_ssm" not in kwargs:
         inner = fields["mamba_d_ssm"]  # an explicit inner width (falcon_h1) keeps its own heads
-    for name in ("mamba_n_heads", "ssm_num_heads", "mamba_num_heads"):
+    # a pure state-space config (mamba2) names its heads num_heads / head_dim
+    plain = ("num_heads", "head_dim") if _is_int(fields.get("state_size")) and _is_int(fields.get("expand")) else ()
+    for name in ("mamba_n_heads", "ssm_num_heads", "mamba_num_heads", *plain[:1]):
         if _is_int(fields.get(name)) and name not in kwargs and inner % fields[name]:
             changes[name] = 4
-            for head in ("mamba_d_head", "ssm_head_dim", "mamba_head_dim"):
+            for head in ("mamba_d_head", "ssm_head_dim", "mamba_head_dim", *plain[1:]):
                 if _is_int(fields.get(head)):
                     changes[head] = inner // 4
+            if _is_int(fields.get("n_groups")) and 4 % fields["n_groups"]:
+                changes["n_groups"] = math.gcd(4, fields["n_groups"])  # the heads split into whole groups
     return changes
 
 
