@@ -21,7 +21,7 @@ import numpy as np
 from tracefuse.errors import FeedError
 
 KINDS = ("grid_thw", "grid_cu_seqlens", "grid_position_ids", "grid_window_index", "grid_cu_window_seqlens",
-         "grid_interp_indices", "grid_interp_weights")
+         "grid_interp_indices", "grid_interp_weights", "grid_text_positions")
 
 
 def grid_tensor(sizes: dict[str, int]) -> Any:
@@ -57,6 +57,30 @@ def derive(kind: str, params: dict[str, Any], sizes: dict[str, int]) -> np.ndarr
             align_corners=bool(params.get("align_corners", False)), spatial_merge_size=merge,
             padding=str(params.get("padding", "border")))
         value = indices if kind == "grid_interp_indices" else weights
+    elif kind == "grid_text_positions":
+        return _text_positions(int(sizes["grid_h"]) // merge, int(sizes["grid_w"]) // merge, _sequence(sizes))
     else:
         raise FeedError(f"unknown grid-derived input kind '{kind}'", fix=f"use one of: {', '.join(KINDS)}")
     return np.asarray(value.detach().cpu().numpy())
+
+
+def _sequence(sizes: dict[str, int]) -> int:
+    if "sequence" not in sizes:
+        raise FeedError("multimodal rotary positions need the size 'sequence'", found=", ".join(sizes),
+                        fix="give the text length as sequence")
+    return int(sizes["sequence"])
+
+
+def _text_positions(rows: int, cols: int, sequence: int) -> np.ndarray:
+    """Multimodal rotary positions (M-RoPE, `[3, 1, sequence]`: temporal, height, width) of a sequence that
+    starts with one image's rows x cols merged tokens, then text: an image token at (0, row, col), and text
+    counting on from max(rows, cols) on all three axes (qwen2-VL's rule)."""
+    if rows * cols > sequence:
+        raise FeedError(f"a sequence of {sequence} tokens cannot hold the image's {rows * cols} placeholders",
+                        fix=f"give a sequence of at least {rows * cols}")
+    positions = np.empty((3, 1, sequence), dtype=np.int64)
+    positions[0, 0, : rows * cols] = 0
+    positions[1, 0, : rows * cols] = np.repeat(np.arange(rows), cols)
+    positions[2, 0, : rows * cols] = np.tile(np.arange(cols), rows)
+    positions[:, 0, rows * cols:] = np.arange(sequence - rows * cols) + max(rows, cols)
+    return positions

@@ -32,6 +32,7 @@ from tracefuse.exporters.media_spec import (
     runs_at_other_image_size,
     vision_fields,
 )
+from tracefuse.exporters.packed_vlm_spec import packed_image_fields, takes_packed_image
 from tracefuse.exporters.placeholders import image_placeholder_count, image_token_id, lowest_placeholder
 from tracefuse.exporters.series_spec import SERIES_INPUT, series_fields
 from tracefuse.exporters.sources import LoadedModel
@@ -351,6 +352,8 @@ def resolve_spec(loaded: LoadedModel, use_cache: bool = True) -> ArchSpec:
         spec = ArchSpec(loaded.model_type, loaded.task, **decoder)
     elif takes_grid(loaded.module):  # a packed-patch vision encoder: patches, grid_thw and grid helpers
         spec = ArchSpec(loaded.model_type, loaded.task, **grid_fields(loaded.module, loaded.config))
+    elif takes_packed_image(loaded.module):  # qwen2-VL style: one image's patches, text, precomputed M-RoPE
+        spec = ArchSpec(loaded.model_type, loaded.task, **packed_image_fields(loaded.module, loaded.config))
     elif main_input == "input_ids":
         inputs = _text_inputs(loaded)
         shapes = _text_shapes(inputs, _text_positions(loaded.config))

@@ -125,10 +125,21 @@ def _missing_translations() -> dict:
             if isinstance(op, torch._ops.OpOverload) and op.name() not in known}
 
 
+def all_true_translation(x):
+    """ONNX lowering of `aten._is_all_true` (a runtime check's condition, e.g. Transformers' placeholder count
+    check): whether every element is true, as a boolean scalar."""
+    from onnxscript import BOOL, INT32
+    from onnxscript.onnx_opset import opset18 as op
+
+    return op.Cast(op.ReduceMin(op.Reshape(op.Cast(x, to=INT32.dtype), op.Constant(value_ints=[-1])), keepdims=0),
+                   to=BOOL.dtype)
+
+
 def _first_translations() -> dict:
-    """The custom translations of every dynamo export: tracefuse's (`linalg_solve_triangular`) and transformers'
-    for ops torch.onnx has no function for."""
-    return {**triangular_translations(), **_missing_translations()}
+    """The custom translations of every dynamo export: tracefuse's (`linalg_solve_triangular`,
+    `_is_all_true`) and transformers' for ops torch.onnx has no function for."""
+    return {**triangular_translations(), torch.ops.aten._is_all_true.default: all_true_translation,
+            **_missing_translations()}
 
 
 def _export_dynamo(wrapper, args, inputs, outputs, opset) -> ir.Model:

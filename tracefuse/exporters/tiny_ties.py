@@ -12,6 +12,9 @@ The rule, from what the fields mean and never from the model type: a width-like 
 left alone, whose default value equals the default of a width the shrink changed, takes that width's new
 value. Only the values are compared, across the whole config tree.
 
+A tower's `out_hidden_size` (what it projects onto the text embeddings) takes the text model's new width even
+where the defaults disagree.
+
 A detector's own lists of channel widths are made of its backbone's stage widths (`encoder_in_channels` are
 the widths of the stages it reads) or of its hidden width (`decoder_in_channels`): such a list, when every
 entry is the default of a shrunk width, takes the new values (the hidden width first, then the stage widths
@@ -114,4 +117,22 @@ def width_tie_kwargs(default: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     stages: dict[int, int] = {}
     _shrunk_width_lists(tree, full, stages)
     ties.update(_tie_lists(tree, {**full, **ties}, widths, stages))
+    ties.update(_projection_ties({**full, **ties}))
+    return ties
+
+
+def _projection_ties(full: dict[str, Any]) -> dict[str, Any]:
+    """A tower's `out_hidden_size` is the width it projects onto the text model's embeddings: where it is not
+    the text model's new width (Transformers' default configs do not always agree: qwen3-VL's vision tower
+    projects to 3584, its text model is 4096 wide), it takes that width."""
+    text = full.get("text_config")
+    width = text.get("hidden_size") if isinstance(text, dict) else None
+    if not _is_int(width):
+        return {}
+    ties: dict[str, Any] = {}
+    for name, sub in full.items():
+        if name != "text_config" and isinstance(sub, dict) and _is_int(sub.get("out_hidden_size")) \
+                and sub["out_hidden_size"] != width:
+            ties[name] = {**sub, "out_hidden_size": width}
+            logger.debug("tiny: %s.out_hidden_size %d follows the text width %d", name, sub["out_hidden_size"], width)
     return ties
