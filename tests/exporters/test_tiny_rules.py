@@ -106,3 +106,11 @@ def test_a_hybrid_with_an_attention_layer_validates(tmp_path):
     result = api.export("tiny:zamba2", tmp_path / "zamba2", task="feature-extraction")
     assert result.report is not None and result.report["passed"], result.report
     assert len(result.report["cases"]) == 2
+
+
+def test_partial_rotary_mrope_sections_fit_the_rotary_part():
+    config = tiny_config("glm4v_moe_text")  # M-RoPE over half of each head (partial_rotary_factor 0.5)
+    rope = config.rope_parameters
+    rotary = int(config.head_dim * rope["partial_rotary_factor"])
+    assert sum(rope["mrope_section"]) == rotary // 2 and min(rope["mrope_section"]) >= 1
+    assert config.head_dim > config.hidden_size // config.num_attention_heads  # widened: 8 x 0.5 holds 2 pairs

@@ -12,7 +12,8 @@ fields breaks them. These rules restore each relation from what the fields mean 
   rotary part of it would not be a multiple of 4); a `head_dim` field left None gets hidden / heads too, since
   `getattr(config, "head_dim", default)` finds the None;
 - multimodal rotary sections (`mrope_section`, in `rope_scaling` or `rope_parameters`) are rescaled so that
-  they still sum to half the head size;
+  they still sum to half the rotary size (the head, or its partial rotary factor, with a wider head where the
+  rotary part would hold fewer pairs than sections);
 - state-space head counts (`mamba_n_heads`, `ssm_num_heads`…, and a pure state-space config's `num_heads`)
   become a divisor of the shrunk inner width, an explicit state-space head size follows them, and head
   groups divide them.
@@ -126,7 +127,29 @@ def _scaled_sections(sections: list[int], total: int) -> list[int]:
     return out
 
 
+def _has_mrope(config: Any) -> bool:
+    uses = "mrope_section" in getattr(type(config), "ignore_keys_at_rope_validation", ())
+    return uses or any(isinstance(getattr(config, name, None), dict) and "mrope_section" in getattr(config, name)
+                       for name in ("rope_scaling", "rope_parameters"))
+
+
+def _partial_mrope_head(config: Any, head_dim: int) -> int | None:
+    """An explicit head size for an M-RoPE config with a partial rotary factor whose rotary part would hold
+    fewer than three pairs (one per section) at `head_dim`: glm4v_moe's 0.5 of an 8-wide head; else None."""
+    factors = _rotary_factors(config)
+    if not factors or not _has_mrope(config) or int(head_dim * min(factors)) // 2 >= 3:
+        return None
+    size = head_dim
+    while int(size * min(factors)) // 2 < 3 or int(size * min(factors)) % 4:
+        size *= 2
+    return size
+
+
 def _rope(config: Any, head_dim: int) -> dict[str, Any]:
+    """M-RoPE sections that sum to half the rotary part of `head_dim` (all of it, or its partial factor)."""
+    factors = _rotary_factors(config)
+    if factors and _has_mrope(config):
+        head_dim = int(head_dim * min(factors))
     changes: dict[str, Any] = {}
     # A model with M-RoPE whose default config omits the sections falls back to a built-in default sized for
     # a full-size head (e.g. [8, 12, 12] or [16, 24, 24]): state them, in those proportions, for the tiny head.
@@ -217,6 +240,9 @@ def consistency_kwargs(config: Any, kwargs: dict[str, Any], hidden: int, heads: 
         head_dim = width // n_heads
         if "head_dim" in _fields(config) and "hidden_size" in kwargs:
             changes["head_dim"] = head_dim  # a field left None reads as None, not as hidden / heads (ministral)
+    wider = _partial_mrope_head(config, head_dim)
+    if wider is not None:
+        head_dim = changes["head_dim"] = wider
     changes.update(_rope(config, head_dim))
     changes.update(_state_space(config, kwargs, width))
     changes.update(_latent_attention(config, kwargs, head_dim))
