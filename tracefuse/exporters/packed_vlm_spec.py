@@ -47,12 +47,11 @@ def _tower(module: Any) -> Any | None:
 
 
 def takes_packed_image(module: Any) -> bool:
-    """Whether `module` is a qwen2-VL style model: its forward takes `pixel_values`, `image_grid_thw` and
-    `position_ids`, it computes multimodal rotary positions (`get_rope_index`), and its vision tower is a
-    packed-patch encoder."""
+    """Whether `module` is a qwen2-VL style model: its forward takes `input_ids`, `pixel_values` and
+    `image_grid_thw`, and its vision tower is a packed-patch encoder. (Most compute multimodal rotary positions,
+    `get_rope_index`; the others count text positions as usual.)"""
     params = _forward_params(module)
-    return {"pixel_values", "image_grid_thw", "position_ids", "input_ids"} <= params and \
-        hasattr(module, "get_rope_index") and _tower(module) is not None
+    return {"pixel_values", "image_grid_thw", "input_ids"} <= params and _tower(module) is not None
 
 
 def _rope_index(module: Any, ids: Any, grid: Any, mask: Any, count: int) -> Any:
@@ -90,9 +89,11 @@ def packed_image_fields(module: Any, config: Any) -> dict[str, Any]:
                          {"kind": "int", "low": 0, "high": high, "prefix": [token] * count}),
               TensorSpec("attention_mask", "int64", (1, "sequence"), {"kind": "mask"}),
               TensorSpec("pixel_values", "float32", (GRID[0] * GRID[1], width), {"kind": "normal"}),
-              TensorSpec("image_grid_thw", "int64", (1, 3), {"kind": "grid_thw", "params": dict(params)}),
-              TensorSpec("position_ids", "int64", (3, 1, "sequence"),
-                         {"kind": "grid_text_positions", "params": {"spatial_merge_size": merge}})]
+              TensorSpec("image_grid_thw", "int64", (1, 3), {"kind": "grid_thw", "params": dict(params)})]
+    mrope = hasattr(module, "get_rope_index") and "position_ids" in _forward_params(module)
+    if mrope:
+        inputs.append(TensorSpec("position_ids", "int64", (3, 1, "sequence"),
+                                 {"kind": "grid_text_positions", "params": {"spatial_merge_size": merge}}))
     for name, value in helpers.items():
         if name in (patches_name, "grid_thw"):
             continue
@@ -105,13 +106,13 @@ def packed_image_fields(module: Any, config: Any) -> dict[str, Any]:
                               "Transformers'", fix="export it as module.path:factory with example inputs")
         inputs.append(TensorSpec(PREFIX + name, dtype, tuple(int(d) for d in value.shape),
                                  {"kind": kind, "params": dict(params)}))
-    _check(module, inputs, shapes, count)
+    _check(module, inputs, shapes, count, mrope)
     logger.info("qwen2-VL style model: one image of %s patches (%d placeholders), helpers %s", GRID, count,
-                [s.name for s in inputs[5:]])
+                [s.name for s in inputs if s.name.startswith(PREFIX)])
     return {"inputs": tuple(inputs), "trace_shape": shapes[0], "validation_shapes": tuple(shapes[1:])}
 
 
-def _check(module: Any, inputs: list[TensorSpec], shapes: list[dict[str, int]], count: int) -> None:
+def _check(module: Any, inputs: list[TensorSpec], shapes: list[dict[str, int]], count: int, mrope: bool) -> None:
     """The positions fill gives Transformers' M-RoPE at every shape, and the model with the precomputed inputs
     gives what it gives computing them itself."""
     import numpy as np
@@ -121,6 +122,8 @@ def _check(module: Any, inputs: list[TensorSpec], shapes: list[dict[str, int]], 
 
     for sizes in shapes:
         feeds = {k: torch.from_numpy(v) for k, v in generate_inputs(inputs, sizes).items()}
+        if not mrope:
+            continue
         theirs = _rope_index(module, feeds["input_ids"], feeds["image_grid_thw"], feeds["attention_mask"], count)
         if not np.array_equal(theirs.numpy(), feeds["position_ids"].numpy()):
             raise ExportError("this model's multimodal rotary positions follow another rule than qwen2-VL's "
