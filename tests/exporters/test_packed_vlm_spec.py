@@ -67,3 +67,9 @@ def test_is_all_true_exports_and_matches_torch(tmp_path):
     for value in (np.ones((2, 3), np.float32), np.array([[1, -1, 1]], np.float32)):
         got = session.run(None, {"x": value})[0]
         assert bool(got) == bool(_AllPositive()(torch.from_numpy(value)))
+
+
+def test_a_packed_patch_model_without_m_rope_takes_no_positions():
+    spec = resolve_spec(load_source("tiny:lfm3_vl"))  # it counts text positions itself
+    assert "position_ids" not in spec.input_names
+    assert spec.input_names[:4] == ("input_ids", "attention_mask", "pixel_values", "image_grid_thw")
