@@ -38,3 +38,9 @@ def test_a_config_without_mel_bins_is_a_clear_error():
     with pytest.raises(ExportError) as info:
         feature_fields(object(), Config(), "input_features", "made_up")
     assert "mel-bin count" in str(info.value) and "num_mel_bins" in str(info.value)
+
+
+def test_a_feature_projection_width_counts_as_the_mel_bins():
+    from tracefuse.exporters.tiny import tiny_config
+
+    assert mel_bins(tiny_config("wav2vec2-bert")) == 160  # feature_projection_input_dim: 80 mels x 2 stacked

@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 
 FEATURE_INPUTS = ("input_features", "audio_mel", "input_speech_features", "features")
 _MEL_FIELDS = ("num_mel_bins", "feature_size", "n_mels", "mel_bins", "num_mels", "input_feat_per_channel",
-               "input_dim", "num_input_features", "n_mel_channels")
+               "input_dim", "num_input_features", "n_mel_channels", "input_feat_size", "feature_projection_input_dim")
 _SUB_CONFIGS = ("audio_config", "encoder_config", "audio_encoder_config", "speech_config", "encoder")
 FRAMES = (64, 96, 128)  # tried in turn; a model with fixed positions also gets its own length
 FRAME_STEP = 32  # the second validation length is this many frames longer (a multiple of common subsamplings)
