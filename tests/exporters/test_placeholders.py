@@ -45,3 +45,15 @@ def test_a_count_reported_as_rows_times_width_is_checked_against_the_model():
     patches = (loaded.config.vision_config.image_size // loaded.config.vision_config.patch_size) ** 2
     spec = resolve_spec(loaded)
     assert len(spec.inputs[0].fill["prefix"]) == patches == 4
+
+
+def test_a_q_former_model_gets_an_image_token_and_one_placeholder_per_query(tmp_path):
+    from tracefuse.exporters.archspec import resolve_spec
+    from tracefuse.exporters.sources import load_source
+    from tracefuse.exporters.tiny import tiny_config
+
+    config = tiny_config("blip-2")  # the default leaves image_token_index to the processor
+    assert isinstance(config.image_token_index, int) and config.image_token_index < config.text_config.vocab_size
+    ids = resolve_spec(load_source("tiny:blip-2")).inputs[0]
+    assert ids.fill["prefix"] == [config.image_token_index] * config.num_query_tokens
+    assert ids.fill["high"] <= config.image_token_index  # random text ids never hit a placeholder

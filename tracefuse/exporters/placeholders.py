@@ -68,7 +68,26 @@ def image_placeholder_count(module: Any, config: Any, pixel_shape: tuple[int, ..
             count = _checked_count(module, config, int(match.group(1)), ids, pixels, token)
             logger.info("%d image placeholder tokens per image", count)
             return count
-    return 0
+        return 0
+    return _query_count(module, config, ids, pixels, token)
+
+
+def _query_count(module: Any, config: Any, ids: Any, pixels: Any, token: int) -> int:
+    """A Q-Former model (blip-2) scatters its `num_query_tokens` query outputs over as many placeholders and
+    runs without any, unchecked: that count, when the model runs with it; else 0."""
+    import torch
+
+    count = getattr(config, "num_query_tokens", None)
+    if not isinstance(count, int) or isinstance(count, bool) or count <= 0:
+        return 0
+    trial = torch.cat([torch.full((1, count), token, dtype=ids.dtype), ids], dim=1)
+    try:
+        with torch.no_grad():
+            module(input_ids=trial, pixel_values=pixels)
+    except Exception:  # noqa: BLE001 - not a query-token model after all
+        return 0
+    logger.info("%d image placeholder tokens per image (num_query_tokens)", count)
+    return count
 
 
 def _checked_count(module: Any, config: Any, reported: int, ids: Any, pixels: Any, token: int) -> int:

@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from tracefuse.errors import SourceError
-from tracefuse.exporters.placeholders import placeholder_ids
+from tracefuse.exporters.placeholders import image_token_id, placeholder_ids
 from tracefuse.exporters.tiny_experts import expert_kwargs
 from tracefuse.exporters.tiny_layers import read_field
 from tracefuse.exporters.tiny_rules import consistency_kwargs
@@ -133,6 +133,10 @@ def special_token_kwargs(config: Any) -> dict[str, Any]:
         if value >= VOCAB - SPECIAL_BAND:
             slot -= 1  # VOCAB - 1 stays free for pad_token_id
             kwargs[name] = slot
+    unset = [name for name in ("image_token_id", "image_token_index") if _unset(config, name)]
+    queries = getattr(config, "num_query_tokens", None)
+    if unset and image_token_id(config) is None and isinstance(queries, int) and queries > 0:
+        kwargs[unset[0]] = slot - 1  # a Q-Former model's, left to the processor (blip-2): a free id at the top
     return kwargs
 
 
