@@ -55,3 +55,16 @@ def test_deformable_detr_gets_a_128_pixel_image():
     spec = resolve_spec(load_source("tiny:deformable_detr"))
     assert spec.inputs[0].name == "pixel_values" and 128 in {spec.inputs[0].shape[-1],
                                                               *[s.get("width") for s in spec.validation_shapes]}
+
+
+def test_a_required_side_tower_s_ids_get_an_axis_of_their_own(tmp_path):
+    spec = resolve_spec(load_source("tiny:instructblip"))  # the Q-Former's instruction: qformer_input_ids
+    by_name = {s.name: s for s in spec.inputs}
+    assert by_name["qformer_input_ids"].shape == ("batch", "qformer_sequence")
+    assert by_name["qformer_attention_mask"].shape == ("batch", "qformer_sequence")
+    assert len({s["qformer_sequence"] for s in spec.validation_shapes}) == 2
+    result = api.export("tiny:instructblip", tmp_path / "ib", exporter="torchscript")
+    assert result.report["passed"], result.report
+    graph = onnx.load(str(result.artifact.graph_path), load_external_data=False).graph
+    outputs = {o.name for o in graph.output}  # the towers' outputs, named by tower
+    assert {"vision_outputs.last_hidden_state", "qformer_outputs.last_hidden_state"} <= outputs, outputs

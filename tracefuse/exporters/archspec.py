@@ -197,6 +197,30 @@ def _text_positions(config: Any) -> int | None:
     return positions if isinstance(positions, int) and positions > 0 else None
 
 
+def _with_side_ids(spec: ArchSpec, loaded: LoadedModel) -> ArchSpec:
+    """Token ids of a side text tower that the forward requires (`qformer_input_ids`: instructblip's
+    instruction for its Q-Former), with their mask, on an axis of their own (`qformer_sequence`); the
+    vocabulary is the side config's (`qformer_config`)."""
+    params = inspect.signature(loaded.module.forward).parameters
+    for name, param in params.items():
+        if not name.endswith("_input_ids") or name == "decoder_input_ids" or name in spec.input_names \
+                or param.default is not inspect.Parameter.empty:
+            continue
+        prefix = name[: -len("_input_ids")]
+        side = getattr(loaded.config, f"{prefix}_config", None) or loaded.config
+        axis = f"{prefix}_sequence"
+        added = [TensorSpec(name, "int64", ("batch", axis), {"kind": "int", "low": 0,
+                                                             "high": min(_vocab_size(side), 100)})]
+        if f"{prefix}_attention_mask" in params:
+            added.append(TensorSpec(f"{prefix}_attention_mask", "int64", ("batch", axis), {"kind": "mask"}))
+        spec = dataclasses.replace(
+            spec, inputs=(*spec.inputs, *added), trace_shape={**spec.trace_shape, axis: DECODER_LENGTHS[0]},
+            validation_shapes=tuple({**shape, axis: n} for shape, n in zip(spec.validation_shapes,
+                                                                           DECODER_LENGTHS[1:])))
+        logger.info("%s requires %s: ids of its %s tower added", loaded.model_type, name, prefix)
+    return spec
+
+
 def _with_text_ids(spec: ArchSpec, loaded: LoadedModel) -> ArchSpec:
     """An image model whose forward needs text ids too (grounding-dino's phrases, sam3's prompt: it requires
     `input_ids`, or fails on the image alone) gets the text inputs, with their batch and sequence axes."""
@@ -369,7 +393,7 @@ def resolve_spec(loaded: LoadedModel, use_cache: bool = True) -> ArchSpec:
         noise = None if dynamic or extra else noise_input(loaded.module, loaded.config, size)
         if noise is not None:  # random patch masking drawn from an input: the same in both runtimes
             spec = dataclasses.replace(spec, inputs=(*spec.inputs, noise))
-        spec = _with_decoder_ids(_with_text_ids(spec, loaded), loaded)
+        spec = _with_decoder_ids(_with_text_ids(_with_side_ids(spec, loaded), loaded), loaded)
     elif main_input == "input_values":
         fields = audio_fields(loaded.config)
         if len(fields["inputs"][0].shape) == 2:  # a raw waveform: a codec may want [batch, channels, samples]

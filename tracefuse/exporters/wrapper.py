@@ -15,15 +15,21 @@ logger = logging.getLogger(__name__)
 
 def _named_tensors(output: Any) -> list[tuple[str, torch.Tensor]]:
     """The tensors of a model output: ModelOutput/dict entries, or a tensor / tuple of tensors. An output whose
-    entries are all tuples of tensors (a backbone's `feature_maps`) gives them one by one (`feature_maps_0`…)."""
+    entries are all tuples of tensors (a backbone's `feature_maps`) gives them one by one (`feature_maps_0`…);
+    one whose entries are the towers' own outputs gives theirs (`qformer_outputs.last_hidden_state`…)."""
     if isinstance(output, torch.Tensor):
         return [("output", output)]
     if isinstance(output, dict):  # transformers' ModelOutput is an OrderedDict of its non-None fields
         direct = [(k, v) for k, v in output.items() if isinstance(v, torch.Tensor)]
         if direct:
             return direct
-        return [(f"{k}_{i}", t) for k, v in output.items() if isinstance(v, (tuple, list))
-                for i, t in enumerate(v) if isinstance(t, torch.Tensor)]
+        listed = [(f"{k}_{i}", t) for k, v in output.items() if isinstance(v, (tuple, list))
+                  for i, t in enumerate(v) if isinstance(t, torch.Tensor)]
+        if listed:
+            return listed
+        # outputs of the towers, each a ModelOutput (instructblip: vision_outputs, qformer_outputs, …)
+        return [(f"{k}.{name}", t) for k, v in output.items() if isinstance(v, dict)
+                for name, t in v.items() if isinstance(t, torch.Tensor)]
     if isinstance(output, (tuple, list)):
         return [(f"output_{i}", v) for i, v in enumerate(output) if isinstance(v, torch.Tensor)]
     raise ExportError(f"the model returned a {type(output).__name__}; expected tensors, a tuple or a dict of them")
