@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+import onnxruntime as ort
 import pytest
 import torch
 
@@ -134,3 +136,21 @@ def test_two_dynamo_exports_in_one_process_give_the_same_graph(tmp_path):
         graphs.append(onnx.load(str(result.artifact.graph_path)).graph)
     assert [n.op_type for n in graphs[0].node] == [n.op_type for n in graphs[1].node]
     assert len(graphs[0].node) > 10
+
+
+class _AllPositive(torch.nn.Module):
+    def forward(self, x):
+        return torch.ops.aten._is_all_true.default(x > 0)
+
+
+def test_is_all_true_exports_and_matches_torch(tmp_path):
+    x = torch.ones(2, 3)
+    program = torch.onnx.export(_AllPositive(), (x,), dynamo=True, input_names=["x"],
+                                dynamic_shapes=({0: torch.export.Dim.DYNAMIC},),
+                                custom_translation_table={
+                                    torch.ops.aten._is_all_true.default: onnx_exporter.all_true_translation})
+    program.save(str(tmp_path / "m.onnx"))
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"))
+    for value in (np.ones((2, 3), np.float32), np.array([[1, -1, 1]], np.float32)):
+        got = session.run(None, {"x": value})[0]
+        assert bool(got) == bool(_AllPositive()(torch.from_numpy(value)))

@@ -3,14 +3,10 @@ multimodal rotary positions (M-RoPE) and grid helpers computed outside the graph
 
 from __future__ import annotations
 
-import numpy as np
-import onnxruntime as ort
 import pytest
-import torch
 
 from tracefuse.errors import ExportError
 from tracefuse.exporters.archspec import resolve_spec
-from tracefuse.exporters.onnx_exporter import all_true_translation
 from tracefuse.exporters.sources import load_source
 from tracefuse.exporters.tiny import tiny_config
 from tracefuse.grid_fill import derive
@@ -50,23 +46,6 @@ def test_a_model_with_another_position_rule_is_refused_with_the_reason():
 def test_a_tower_projects_onto_the_text_width_where_the_defaults_disagree():
     config = tiny_config("qwen3_vl")  # default: the tower projects to 3584, the text model is 4096 wide
     assert config.vision_config.out_hidden_size == config.text_config.hidden_size
-
-
-class _AllPositive(torch.nn.Module):
-    def forward(self, x):
-        return torch.ops.aten._is_all_true.default(x > 0)
-
-
-def test_is_all_true_exports_and_matches_torch(tmp_path):
-    x = torch.ones(2, 3)
-    program = torch.onnx.export(_AllPositive(), (x,), dynamo=True, input_names=["x"],
-                                dynamic_shapes=({0: torch.export.Dim.DYNAMIC},),
-                                custom_translation_table={torch.ops.aten._is_all_true.default: all_true_translation})
-    program.save(str(tmp_path / "m.onnx"))
-    session = ort.InferenceSession(str(tmp_path / "m.onnx"))
-    for value in (np.ones((2, 3), np.float32), np.array([[1, -1, 1]], np.float32)):
-        got = session.run(None, {"x": value})[0]
-        assert bool(got) == bool(_AllPositive()(torch.from_numpy(value)))
 
 
 def test_a_packed_patch_model_without_m_rope_takes_no_positions():

@@ -13,7 +13,13 @@ from tracefuse.errors import ExportError
 logger = logging.getLogger(__name__)
 
 
-def _named_tensors(output: Any) -> list[tuple[str, torch.Tensor]]:
+def _named_tensors(output: Any, taken: tuple[str, ...] = ()) -> list[tuple[str, torch.Tensor]]:
+    """`_output_tensors`, with an output named like an input (`taken`: qwen2_audio returns its
+    `attention_mask`) renamed `NAME_output`, since a graph cannot define one name twice."""
+    return [(f"{name}_output" if name in taken else name, t) for name, t in _output_tensors(output)]
+
+
+def _output_tensors(output: Any) -> list[tuple[str, torch.Tensor]]:
     """The tensors of a model output: ModelOutput/dict entries, or a tensor / tuple of tensors. An output whose
     entries are all tuples of tensors (a backbone's `feature_maps`) gives them one by one (`feature_maps_0`…);
     one whose entries are the towers' own outputs gives theirs (`qformer_outputs.last_hidden_state`…)."""
@@ -52,7 +58,8 @@ class FlatWrapper(torch.nn.Module):
 
     def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Run the model on positional tensors; return the selected outputs."""
-        named = dict(_named_tensors(self.model(**dict(zip(self.input_names, args)), **self.call_kwargs)))
+        named = dict(_named_tensors(self.model(**dict(zip(self.input_names, args)), **self.call_kwargs),
+                                    self.input_names))
         return tuple(named[name] for name in self.output_names)
 
 
@@ -93,8 +100,8 @@ def probe_outputs(
 ) -> tuple[TensorSpec, ...]:
     """Run the model at two shapes (with the wrapper's constant `call_kwargs`, e.g. use_cache=False); name each
     output and each of its axes that changes with an input axis."""
-    out_a = _named_tensors(_run(model, input_names, feeds_a, sizes_a, call_kwargs))
-    out_b = dict(_named_tensors(_run(model, input_names, feeds_b, sizes_b, call_kwargs)))
+    out_a = _named_tensors(_run(model, input_names, feeds_a, sizes_a, call_kwargs), tuple(input_names))
+    out_b = dict(_named_tensors(_run(model, input_names, feeds_b, sizes_b, call_kwargs), tuple(input_names)))
     if not out_a:
         raise ExportError("the model returned no tensors for the example inputs")
     specs = []
