@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from tracefuse import api
 from tracefuse.artifact import TensorSpec
-from tracefuse.exporters.archspec import _text_shapes
+from tracefuse.exporters.text_spec import text_shapes
 
 _IDS = (TensorSpec("input_ids", "int64", ("batch", "sequence"), {"kind": "int", "low": 0, "high": 9}),)
 
 
 def test_lengths_are_bounded_by_the_position_table():
-    trace, shapes = _text_shapes(_IDS, positions=16)
+    trace, shapes = text_shapes(_IDS, positions=16)
     assert [s["sequence"] for s in shapes] == [8, 16] and trace["sequence"] == 9
-    _, usual = _text_shapes(_IDS, positions=512)  # a long table changes nothing
+    _, usual = text_shapes(_IDS, positions=512)  # a long table changes nothing
     assert [s["sequence"] for s in usual] == [16, 37]
 
 

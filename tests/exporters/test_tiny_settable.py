@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tracefuse import api
-from tracefuse.exporters.archspec import FALLBACK_VOCAB, _vocab_size
+from tracefuse.exporters.text_spec import FALLBACK_VOCAB, vocab_size
 from tracefuse.exporters.tiny import _settable, tiny_config
 
 
@@ -60,6 +60,6 @@ def test_token_ids_come_from_a_sub_config_or_a_byte_range_when_the_config_has_no
         def __init__(self):
             self.encoder_config, self.decoder_config = Sub(256), Sub(1028)
 
-    assert _vocab_size(Pair()) == 256  # ids valid for every embedding table
-    assert _vocab_size(Sub(1000)) == 1000
-    assert _vocab_size(object()) == FALLBACK_VOCAB
+    assert vocab_size(Pair()) == 256  # ids valid for every embedding table
+    assert vocab_size(Sub(1000)) == 1000
+    assert vocab_size(object()) == FALLBACK_VOCAB

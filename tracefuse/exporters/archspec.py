@@ -18,33 +18,36 @@ from tracefuse.errors import ExportError
 from tracefuse.exporters.audio_features import FEATURE_INPUTS, feature_fields
 from tracefuse.exporters.decoder_spec import decoder_spec_fields
 from tracefuse.exporters.grid_spec import grid_fields, takes_grid
-from tracefuse.exporters.media_rank import concrete, extra_axis_size, wants_extra_axis, with_extra_axis
 from tracefuse.exporters.media_spec import (
-    AUDIO_TRACE,
     BATCH_SHAPES,
     BATCH_TRACE,
-    DECODER_LENGTHS,
     audio_fields,
     noise_input,
-    paired_image_inputs,
     pixel_spec,
     runnable_image_size,
     runs_at_other_image_size,
     vision_fields,
 )
 from tracefuse.exporters.packed_vlm_spec import packed_image_fields, takes_packed_image
-from tracefuse.exporters.placeholders import image_placeholder_count, image_token_id, lowest_placeholder
 from tracefuse.exporters.series_spec import SERIES_INPUT, series_fields
 from tracefuse.exporters.sources import LoadedModel
+from tracefuse.exporters.text_spec import (
+    extra_axis,
+    forward_params,
+    random_ids,
+    required_ids,
+    text_inputs,
+    text_positions,
+    text_shapes,
+    with_decoder_ids,
+    with_side_ids,
+    with_text_ids,
+)
 from tracefuse.exporters.video_spec import VIDEO_INPUT, video_input
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_TOLERANCE = {"atol": 1e-4, "rtol": 1e-3}
-TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-TEXT_SHAPES = ({"batch": 1, "sequence": 16}, {"batch": 3, "sequence": 37})
-TEXT_TRACE = {"batch": 2, "sequence": 9}
-FALLBACK_VOCAB = 256  # token ids of a config with no vocab_size anywhere (byte-sized)
 
 
 @dataclass(frozen=True)
@@ -88,178 +91,6 @@ def register_override(model_type: str, task: str | None = None, **changes: Any) 
 # the traced graph keeps the trace size's padding (a wrong output shape elsewhere).
 for _type in ("swin", "swinv2", "donut-swin", "maskformer-swin", "mobilevit", "mobilenet_v1", "mobilenet_v2"):
     register_override(_type, dynamic_image_size=False)
-
-
-def _forward_params(module: Any) -> list[str]:
-    return list(inspect.signature(module.forward).parameters)
-
-
-def _vocab_size(config: Any) -> int:
-    """The token ids a text input may hold: the config's `vocab_size`, else the smallest of its sub-configs'
-    (an encoder-decoder's encoder and decoder, a policy's language model), else FALLBACK_VOCAB (a model that
-    embeds any id: canine hashes code points)."""
-    own = getattr(config, "vocab_size", None)
-    if isinstance(own, int) and own > 0:
-        return own
-    found = [sub.vocab_size for sub in getattr(config, "__dict__", {}).values()
-             if hasattr(sub, "to_dict") and isinstance(getattr(sub, "vocab_size", None), int) and sub.vocab_size > 0]
-    if found:
-        return min(found)
-    logger.info("the config declares no vocab_size: token ids below %d", FALLBACK_VOCAB)
-    return FALLBACK_VOCAB
-
-
-def _text_inputs(loaded: LoadedModel) -> tuple[TensorSpec, ...]:
-    config = getattr(loaded.config, "text_config", None) or loaded.config  # a multimodal model's text tower
-    params = _forward_params(loaded.module)
-    specs = []
-    for name in TEXT_INPUTS:
-        if name not in params:
-            continue
-        if name == "input_ids":
-            fill = {"kind": "int", "low": 0, "high": _vocab_size(config)}
-        elif name == "attention_mask":
-            fill = {"kind": "mask"}
-        else:
-            type_vocab = int(getattr(config, "type_vocab_size", 0) or 0)
-            if type_vocab < 1:
-                continue
-            fill = {"kind": "int", "low": 0, "high": type_vocab}
-        specs.append(TensorSpec(name, "int64", ("batch", "sequence"), fill))
-    paired = paired_image_inputs(loaded.config, params)
-    if paired and specs and specs[0].name == "input_ids":
-        high = min(int(specs[0].fill["high"]), lowest_placeholder(loaded.config) or int(specs[0].fill["high"]))
-        ids = _random_ids(high)
-        paired = (_maybe_extra_axis(loaded, paired[0], {"input_ids": ids}),)
-        specs[0] = _with_image_placeholders(loaded, specs[0], paired[0])
-    return tuple(specs) + paired
-
-
-def _random_ids(high: int) -> Any:
-    import torch
-
-    return torch.randint(0, max(1, high), (1, 8), generator=torch.Generator().manual_seed(0))
-
-
-def _extra_axis(loaded: LoadedModel, spec: TensorSpec, other_feeds: dict[str, Any] | None = None) -> int:
-    """The size of the axis after batch that the model wants on `spec` (video frames, an image stack, codec
-    channels; asked of the model, see media_rank), else 0."""
-    size = extra_axis_size(loaded.config)
-    shape = concrete(spec.shape, {**AUDIO_TRACE, "batch": 1})
-    return size if wants_extra_axis(loaded.module, spec.name, shape, size, other_feeds) else 0
-
-
-def _maybe_extra_axis(loaded: LoadedModel, spec: TensorSpec, other_feeds: dict[str, Any]) -> TensorSpec:
-    extra = _extra_axis(loaded, spec, other_feeds)
-    return with_extra_axis(spec, extra) if extra else spec
-
-
-def _with_image_placeholders(loaded: LoadedModel, ids: TensorSpec, pixels: TensorSpec) -> TensorSpec:
-    """input_ids that start with the image placeholders a llava-style model needs (unchanged if it needs none)."""
-    vocab = int(ids.fill["high"])
-    shape = tuple(1 if d == "batch" else d for d in pixels.shape)
-    count = image_placeholder_count(loaded.module, loaded.config, shape, vocab)
-    if not count:
-        return ids
-    high = min(vocab, lowest_placeholder(loaded.config) or vocab)
-    fill = {**ids.fill, "high": high, "prefix": [image_token_id(loaded.config)] * count}
-    return dataclasses.replace(ids, fill=fill)
-
-
-def _with_decoder_ids(spec: ArchSpec, loaded: LoadedModel) -> ArchSpec:
-    """The base model (feature-extraction) of an encoder-decoder runs its decoder too, and T5-style models have
-    no default decoder input: give it decoder token ids, on an axis of its own (the two lengths are independent)."""
-    config = loaded.config
-    if not getattr(config, "is_encoder_decoder", False) or "decoder_input_ids" not in _forward_params(loaded.module):
-        return spec
-    decoder = getattr(config, "decoder", None) or getattr(config, "text_config", None) or config
-    vocab = int(getattr(decoder, "vocab_size", None) or getattr(config, "vocab_size", 2))
-    ids = TensorSpec("decoder_input_ids", "int64", ("batch", "decoder_sequence"), {"kind": "int", "low": 0,
-                                                                                     "high": vocab})
-    trace = {**spec.trace_shape, "decoder_sequence": DECODER_LENGTHS[0]}
-    shapes = tuple({**shape, "decoder_sequence": n} for shape, n in zip(spec.validation_shapes, DECODER_LENGTHS[1:]))
-    return dataclasses.replace(spec, inputs=(*spec.inputs, ids), trace_shape=trace, validation_shapes=shapes)
-
-
-def _required_ids(loaded: LoadedModel) -> dict[str, Any]:
-    """Text ids (batch 1) for probing a model whose forward requires `input_ids` beside its image; else {}."""
-    param = inspect.signature(loaded.module.forward).parameters.get("input_ids")
-    if param is None or param.default is not inspect.Parameter.empty:
-        return {}
-    config = getattr(loaded.config, "text_config", None) or loaded.config
-    return {"input_ids": _random_ids(min(_vocab_size(config), 100))}
-
-
-def _text_positions(config: Any) -> int | None:
-    """The length of the text tower's position table (its `max_position_embeddings`), or None."""
-    text = getattr(config, "text_config", None) or config
-    positions = getattr(text, "max_position_embeddings", None)
-    return positions if isinstance(positions, int) and positions > 0 else None
-
-
-def _with_side_ids(spec: ArchSpec, loaded: LoadedModel) -> ArchSpec:
-    """Token ids of a side text tower that the forward requires (`qformer_input_ids`: instructblip's
-    instruction for its Q-Former), with their mask, on an axis of their own (`qformer_sequence`); the
-    vocabulary is the side config's (`qformer_config`)."""
-    params = inspect.signature(loaded.module.forward).parameters
-    for name, param in params.items():
-        if not name.endswith("_input_ids") or name == "decoder_input_ids" or name in spec.input_names \
-                or param.default is not inspect.Parameter.empty:
-            continue
-        prefix = name[: -len("_input_ids")]
-        side = getattr(loaded.config, f"{prefix}_config", None) or loaded.config
-        axis = f"{prefix}_sequence"
-        added = [TensorSpec(name, "int64", ("batch", axis), {"kind": "int", "low": 0,
-                                                             "high": min(_vocab_size(side), 100)})]
-        if f"{prefix}_attention_mask" in params:
-            added.append(TensorSpec(f"{prefix}_attention_mask", "int64", ("batch", axis), {"kind": "mask"}))
-        spec = dataclasses.replace(
-            spec, inputs=(*spec.inputs, *added), trace_shape={**spec.trace_shape, axis: DECODER_LENGTHS[0]},
-            validation_shapes=tuple({**shape, axis: n} for shape, n in zip(spec.validation_shapes,
-                                                                           DECODER_LENGTHS[1:])))
-        logger.info("%s requires %s: ids of its %s tower added", loaded.model_type, name, prefix)
-    return spec
-
-
-def _with_text_ids(spec: ArchSpec, loaded: LoadedModel) -> ArchSpec:
-    """An image model whose forward needs text ids too (grounding-dino's phrases, sam3's prompt: it requires
-    `input_ids`, or fails on the image alone) gets the text inputs, with their batch and sequence axes."""
-    params = inspect.signature(loaded.module.forward).parameters
-    if "input_ids" not in params or "input_ids" in spec.input_names:
-        return spec
-    if params["input_ids"].default is not inspect.Parameter.empty:
-        import torch
-
-        from tracefuse.validation.inputs import generate_inputs
-
-        feeds = generate_inputs(spec.inputs, spec.trace_shape)
-        try:
-            with torch.no_grad():
-                loaded.module(**{name: torch.from_numpy(value) for name, value in feeds.items()})
-            return spec  # it runs on the image alone
-        except Exception as exc:  # noqa: BLE001 - a model's forward can raise anything
-            logger.info("%s fails on the image alone (%s: %s): adding text ids", loaded.model_type,
-                        type(exc).__name__, (str(exc).splitlines() or [""])[0][:160])
-    text = tuple(s for s in _text_inputs(loaded) if s.name not in spec.input_names)
-    trace, shapes = _text_shapes(text, _text_positions(loaded.config))
-    return dataclasses.replace(spec, inputs=(*text, *spec.inputs), trace_shape={**spec.trace_shape, **trace},
-                               validation_shapes=tuple({**a, **b} for a, b in zip(spec.validation_shapes, shapes)))
-
-
-def _text_shapes(inputs: tuple[TensorSpec, ...], positions: int | None = None,
-                 ) -> tuple[dict[str, int], tuple[dict[str, int], ...]]:
-    """Trace sizes and validation shapes of the text spec, longer by the media placeholders ids start with.
-    A position table shorter than the usual lengths (`positions`: owlvit's text tower has 16) bounds them:
-    validation at half of it and all of it, tracing just past the half."""
-    extra = max((len(spec.fill.get("prefix") or []) for spec in inputs), default=0)
-    trace = {**TEXT_TRACE, "sequence": TEXT_TRACE["sequence"] + extra}
-    shapes = tuple({**shape, "sequence": shape["sequence"] + extra} for shape in TEXT_SHAPES)
-    if positions and positions >= extra + 8 and max(s["sequence"] for s in shapes) > positions:
-        short = extra + (positions - extra) // 2
-        shapes = ({**shapes[0], "sequence": short}, {**shapes[-1], "sequence": positions})
-        trace = {**trace, "sequence": short + 1}
-        logger.info("text lengths %d and %d: the position table has %d entries", short, positions, positions)
-    return trace, shapes
 
 
 def _factory_spec(loaded: LoadedModel) -> ArchSpec:
@@ -337,10 +168,10 @@ def _video_spec(loaded: LoadedModel) -> ArchSpec:
         clip = video_input(loaded.module, loaded.config, loaded.model_type)
         return ArchSpec(loaded.model_type, loaded.task, (clip,), trace_shape=dict(BATCH_TRACE),
                         validation_shapes=BATCH_SHAPES)
-    text = _text_inputs(loaded)
-    ids = _random_ids(int(text[0].fill["high"])).repeat(2, 1)  # the probe's clips come in a batch of 2
+    text = text_inputs(loaded)
+    ids = random_ids(int(text[0].fill["high"])).repeat(2, 1)  # the probe's clips come in a batch of 2
     clip = video_input(loaded.module, loaded.config, loaded.model_type, {"input_ids": ids})
-    trace, shapes = _text_shapes(text)
+    trace, shapes = text_shapes(text)
     return ArchSpec(loaded.model_type, loaded.task, (*text, clip), trace_shape=trace, validation_shapes=shapes)
 
 
@@ -349,7 +180,7 @@ def _main_input(loaded: LoadedModel) -> str | None:
     input this module can generate (a vision tower that inherits the default "input_ids" but takes only
     pixel_values)."""
     name = getattr(loaded.module, "main_input_name", None)
-    params = _forward_params(loaded.module)
+    params = forward_params(loaded.module)
     if name in params:
         return name
     known = [p for p in params if p in ("input_ids", "pixel_values", "input_values", *FEATURE_INPUTS, SERIES_INPUT,
@@ -379,12 +210,12 @@ def resolve_spec(loaded: LoadedModel, use_cache: bool = True) -> ArchSpec:
     elif takes_packed_image(loaded.module):  # qwen2-VL style: one image's patches, text, precomputed M-RoPE
         spec = ArchSpec(loaded.model_type, loaded.task, **packed_image_fields(loaded.module, loaded.config))
     elif main_input == "input_ids":
-        inputs = _text_inputs(loaded)
-        shapes = _text_shapes(inputs, _text_positions(loaded.config))
-        spec = _with_decoder_ids(ArchSpec(loaded.model_type, loaded.task, inputs, *shapes), loaded)
+        inputs = text_inputs(loaded)
+        shapes = text_shapes(inputs, text_positions(loaded.config))
+        spec = with_decoder_ids(ArchSpec(loaded.model_type, loaded.task, inputs, *shapes), loaded)
     elif main_input == "pixel_values":
-        size = runnable_image_size(loaded.module, loaded.config, _required_ids(loaded))
-        extra = _extra_axis(loaded, pixel_spec(loaded.config, dynamic=False, size=size))
+        size = runnable_image_size(loaded.module, loaded.config, required_ids(loaded))
+        extra = extra_axis(loaded, pixel_spec(loaded.config, dynamic=False, size=size))
         dynamic = overrides.get("dynamic_image_size")
         if dynamic is None:
             dynamic = runs_at_other_image_size(loaded.module, loaded.config, extra, size)
@@ -393,15 +224,15 @@ def resolve_spec(loaded: LoadedModel, use_cache: bool = True) -> ArchSpec:
         noise = None if dynamic or extra else noise_input(loaded.module, loaded.config, size)
         if noise is not None:  # random patch masking drawn from an input: the same in both runtimes
             spec = dataclasses.replace(spec, inputs=(*spec.inputs, noise))
-        spec = _with_decoder_ids(_with_text_ids(_with_side_ids(spec, loaded), loaded), loaded)
+        spec = with_decoder_ids(with_text_ids(with_side_ids(spec, loaded), loaded), loaded)
     elif main_input == "input_values":
         fields = audio_fields(loaded.config)
         if len(fields["inputs"][0].shape) == 2:  # a raw waveform: a codec may want [batch, channels, samples]
-            fields = audio_fields(loaded.config, _extra_axis(loaded, fields["inputs"][0]))
-        spec = _with_decoder_ids(ArchSpec(loaded.model_type, loaded.task, **fields), loaded)
+            fields = audio_fields(loaded.config, extra_axis(loaded, fields["inputs"][0]))
+        spec = with_decoder_ids(ArchSpec(loaded.model_type, loaded.task, **fields), loaded)
     elif main_input in FEATURE_INPUTS:
         fields = feature_fields(loaded.module, loaded.config, main_input, loaded.model_type)
-        spec = _with_decoder_ids(ArchSpec(loaded.model_type, loaded.task, **fields), loaded)
+        spec = with_decoder_ids(ArchSpec(loaded.model_type, loaded.task, **fields), loaded)
     elif main_input == VIDEO_INPUT:
         spec = _video_spec(loaded)
     elif main_input == SERIES_INPUT:

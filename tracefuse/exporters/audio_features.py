@@ -67,7 +67,7 @@ def _mask_specs(module: Any) -> tuple[TensorSpec, ...]:
 def _runs(module: Any, config: Any, name: str, shape: tuple[int, ...], extras: tuple[TensorSpec, ...] = (),
           frames_axis: int = 2) -> str | None:
     """None when the model runs on random features of `shape` (plus `extras`), else the error's first line.
-    An encoder-decoder also gets decoder token ids (the spec adds them later, archspec._with_decoder_ids)."""
+    An encoder-decoder also gets decoder token ids (the spec adds them later, text_spec.with_decoder_ids)."""
     import inspect
 
     import torch
