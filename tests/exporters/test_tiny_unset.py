@@ -27,3 +27,14 @@ def test_unset_expert_counts_are_filled_unless_a_switch_says_dense():
 def test_a_config_with_unset_key_value_heads_builds_and_validates(tmp_path):
     row = probe("nemotron", "feature-extraction", tmp_path, exporters=("torchscript",))
     assert row["status"] == "validated", row
+
+
+def test_a_config_that_refuses_grouped_query_attention_keeps_one_kv_head_per_query_head():
+    config = tiny_config("esmc")  # its validator: num_key_value_heads must equal num_attention_heads
+    assert config.num_key_value_heads == config.num_attention_heads
+    assert tiny_config("llama").num_key_value_heads == HEADS // 2  # configs that allow it keep grouping
+
+
+def test_a_ctc_blank_is_a_class_of_the_shrunk_vocabulary():
+    config = tiny_config("nemotron3_5_transcribe_word_timestamp")  # default blank_token_id 23862
+    assert config.blank_token_id < VOCAB

@@ -60,6 +60,9 @@ def tiny_config_kwargs(config: Any, nested: bool = False) -> dict[str, Any]:
         kwargs["rotary_dim"] = HIDDEN // HEADS  # rotary embeddings cover at most one head (gptj, codegen)
     if "prediction_length" in vars(config) and config.prediction_length is None:
         kwargs["prediction_length"] = HORIZON  # a forecaster's config requires its horizon (context follows it)
+    blank = getattr(config, "blank_token_id", None)
+    if isinstance(blank, int) and "vocab_size" in kwargs and blank >= VOCAB:
+        kwargs["blank_token_id"] = VOCAB - 3  # a CTC blank is a class of the (shrunk) vocabulary
     start = getattr(config, "decoder_start_token_id", None)
     if isinstance(start, int) and "vocab_size" in kwargs and start >= VOCAB:
         kwargs["decoder_start_token_id"] = VOCAB - 2  # it is embedded at the first decoder step
@@ -158,4 +161,13 @@ def tiny_config(model_type: str):
     kwargs = tiny_config_kwargs(default)
     kwargs.update(width_tie_kwargs(default, kwargs))  # widths repeated in other nested configs (tiny_ties)
     logger.debug("tiny %s: %s", model_type, kwargs)
-    return AutoConfig.for_model(model_type, **kwargs)
+    try:
+        return AutoConfig.for_model(model_type, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - a config's validator raises ValueError or a wrapper of it
+        heads = kwargs.get("num_attention_heads", HEADS)
+        if "num_key_value_heads" not in str(exc) or kwargs.get("num_key_value_heads") in (None, heads):
+            raise
+        # the config refuses grouped-query attention (esmc): as many key/value heads as query heads
+        logger.info("tiny %s: the config refuses %d key/value heads; using %d", model_type,
+                    kwargs["num_key_value_heads"], heads)
+        return AutoConfig.for_model(model_type, **{**kwargs, "num_key_value_heads": heads})
