@@ -114,3 +114,10 @@ def test_partial_rotary_mrope_sections_fit_the_rotary_part():
     rotary = int(config.head_dim * rope["partial_rotary_factor"])
     assert sum(rope["mrope_section"]) == rotary // 2 and min(rope["mrope_section"]) >= 1
     assert config.head_dim > config.hidden_size // config.num_attention_heads  # widened: 8 x 0.5 holds 2 pairs
+
+
+def test_shared_cache_layers_and_pooling_stages_stay_below_the_shrunk_counts():
+    gemma = tiny_config("gemma3n_text")  # by default the last 15 of 35 layers reuse earlier layers' caches
+    assert gemma.num_kv_shared_layers <= gemma.num_hidden_layers - len(set(gemma.layer_types))
+    hiera = tiny_config("hiera")  # its validator: num_query_pool < the number of stages
+    assert hiera.num_query_pool < len(hiera.depths)

@@ -223,10 +223,31 @@ def _layer_offsets(config: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
             and _is_int(fields.get(name[: -len("_offset")] + "_period"))}
 
 
+def _shared_and_pooled(config: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Counts of layers or stages that must stay below the shrunk total: layers reusing an earlier layer's
+    KV cache (`num_kv_shared_layers`: at most the layers beyond one producer per layer kind, gemma3n) and
+    query-pooling stages (`num_query_pool`: fewer than the stages, hiera)."""
+    fields = _fields(config)
+    changes: dict[str, Any] = {}
+    count = next((kwargs[k] for k in LAYER_COUNTS if k in kwargs and _is_int(fields.get(k))), None)
+    shared = fields.get("num_kv_shared_layers")
+    if count is not None and _is_int(shared) and shared > 0:
+        kinds = kwargs.get("layer_types", fields.get("layer_types"))
+        room = max(0, count - (len(set(kinds)) if isinstance(kinds, (list, tuple)) and kinds else 1))
+        if shared > room:
+            changes["num_kv_shared_layers"] = room
+    depths = kwargs.get("depths", fields.get("depths"))
+    pool = fields.get("num_query_pool")
+    if _is_int(pool) and isinstance(depths, (list, tuple)) and pool >= len(depths):
+        changes["num_query_pool"] = max(0, len(depths) - 1)
+    return changes
+
+
 def consistency_kwargs(config: Any, kwargs: dict[str, Any], hidden: int, heads: int) -> dict[str, Any]:
     """Changes that keep `config`'s own validation satisfied after the shrink `kwargs` (see the module doc)."""
     changes = _per_layer(config, kwargs)
     changes.update(_layer_offsets(config, kwargs))
+    changes.update(_shared_and_pooled(config, {**kwargs, **changes}))
     width, n_heads = kwargs.get("hidden_size", hidden), kwargs.get("num_attention_heads", heads)
     if not (_is_int(width) and _is_int(n_heads)):
         return changes  # per-stage widths and heads (hierarchical vision models): tiny_stages' business
