@@ -1,4 +1,5 @@
-"""tiny: fields a default config leaves unset (None, for the checkpoint to fill) get small values."""
+"""tiny: fields a default config leaves unset (None, for the checkpoint to fill) get small values; fields that
+index or count parts of the shrunk model stay inside it."""
 
 from __future__ import annotations
 
@@ -38,3 +39,11 @@ def test_a_config_that_refuses_grouped_query_attention_keeps_one_kv_head_per_que
 def test_a_ctc_blank_is_a_class_of_the_shrunk_vocabulary():
     config = tiny_config("nemotron3_5_transcribe_word_timestamp")  # default blank_token_id 23862
     assert config.blank_token_id < VOCAB
+
+
+def test_vision_feature_layers_are_clamped_into_the_shrunk_tower():
+    config = tiny_config("vipllava")  # default [-2, -5, -8, -11, 6] of a 24-layer tower
+    layers = config.vision_config.num_hidden_layers
+    assert len(config.vision_feature_layers) == 5  # the projector is sized by the count
+    assert all(-(layers + 1) <= i <= layers for i in config.vision_feature_layers)
+    assert tiny_config("llava").vision_feature_layer == -2  # already inside: unchanged

@@ -73,7 +73,34 @@ def tiny_config_kwargs(config: Any, nested: bool = False) -> dict[str, Any]:
     kwargs.update(expert_kwargs({k: v for k, v in vars(config).items() if not k.startswith("_")}, FFN))
     kwargs.update(sub_config_kwargs(config, tiny_config_kwargs))
     kwargs.update(_shuffle_room(config, kwargs))
+    kwargs.update(_feature_layers(config, kwargs))
     return kwargs
+
+
+_FEATURE_LAYERS = ("vision_feature_layer", "vision_feature_layers")
+
+
+def _feature_layers(config: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Indices of the vision tower's hidden states a multimodal model reads (`vision_feature_layers`:
+    vipllava's [-2, -5, -8, -11, 6]) clamped into the shrunk tower's (embeddings plus its layers), the list
+    keeping its length (the projector is sized by it)."""
+    vision = kwargs.get("vision_config")
+    layers = vision.get("num_hidden_layers") if isinstance(vision, dict) else None
+    if not isinstance(layers, int) or isinstance(layers, bool):
+        return {}
+
+    def clamp(index: Any) -> Any:
+        if not isinstance(index, int) or isinstance(index, bool):
+            return index
+        return max(index, -(layers + 1)) if index < 0 else min(index, layers)
+
+    changes: dict[str, Any] = {}
+    for name in _FEATURE_LAYERS:
+        value = read_field(config, name)
+        new = [clamp(v) for v in value] if isinstance(value, (list, tuple)) else clamp(value)
+        if new != (list(value) if isinstance(value, (list, tuple)) else value):
+            changes[name] = new
+    return changes
 
 
 # a multimodal config's pixel-shuffle factor: its connector merges factor x factor vision patches into one token
