@@ -27,13 +27,14 @@ PATCH_INPUTS = ("hidden_states", "pixel_values")
 # (grid_h, grid_w) in patches: trace, then the two validation shapes; multiples of 4 cover merge sizes 1, 2, 4
 GRIDS = ((4, 8), (4, 4), (8, 12))
 # precompute_export_inputs key -> grid_fill kind
-_HELPERS = {"grid_thw": "grid_thw", "cu_seqlens": "grid_cu_seqlens", "position_ids": "grid_position_ids",
+HELPER_KINDS = {"grid_thw": "grid_thw", "cu_seqlens": "grid_cu_seqlens", "position_ids": "grid_position_ids",
             "window_index": "grid_window_index", "cu_window_seqlens": "grid_cu_window_seqlens",
             "interp_indices": "grid_interp_indices", "interp_weights": "grid_interp_weights"}
-_DTYPES = {"torch.int64": "int64", "torch.int32": "int32", "torch.float32": "float32"}
+HELPER_DTYPES = {"torch.int64": "int64", "torch.int32": "int32", "torch.float32": "float32"}
 
 
-def _required(module: Any) -> list[str]:
+def required_params(module: Any) -> list[str]:
+    """The forward parameters without a default (the inputs the module cannot run without)."""
     params = inspect.signature(module.forward).parameters.values()
     return [p.name for p in params if p.default is inspect.Parameter.empty
             and p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)]
@@ -41,7 +42,7 @@ def _required(module: Any) -> list[str]:
 
 def takes_grid(module: Any) -> bool:
     """Whether `module` is a packed-patch vision encoder: its forward requires patches and `grid_thw` only."""
-    required = _required(module)
+    required = required_params(module)
     return len(required) == 2 and required[0] in PATCH_INPUTS and required[1] == GRID_INPUT
 
 
@@ -54,7 +55,7 @@ def _find(model: Any, name: str) -> Any:
     return None
 
 
-def _params(model: Any) -> dict[str, Any]:
+def tower_params(model: Any) -> dict[str, Any]:
     """The parameters of the helpers' computation, found on the model the way precompute_export_inputs does."""
     import sys
 
@@ -81,7 +82,9 @@ def _sizes(grid: tuple[int, int]) -> dict[str, int]:
     return {"grid_h": grid[0], "grid_w": grid[1], "patches": grid[0] * grid[1]}
 
 
-def _transformers_inputs(model: Any, patches_name: str, width: int, grid: tuple[int, int]) -> dict[str, Any]:
+def transformers_grid_inputs(model: Any, patches_name: str, width: int, grid: tuple[int, int]) -> dict[str, Any]:
+    """Zero patches of one image of `grid` (h, w) patches, its grid_thw, and the helpers Transformers' exporter
+    precomputes from them (precompute_export_inputs), None values dropped."""
     import torch
     from transformers.exporters.utils import precompute_export_inputs
 
@@ -92,7 +95,7 @@ def _transformers_inputs(model: Any, patches_name: str, width: int, grid: tuple[
     return {k: v for k, v in inputs.items() if v is not None}
 
 
-def _patch_width(model: Any, config: Any, patches_name: str) -> int:
+def patch_width(model: Any, config: Any, patches_name: str) -> int:
     """The flattened patch width the encoder embeds, tried from the config's channels, temporal patch and patch
     size with one eager forward each."""
     import torch
@@ -107,7 +110,7 @@ def _patch_width(model: Any, config: Any, patches_name: str) -> int:
     for width in dict.fromkeys((channels * temporal * patch * patch, channels * patch * patch,
                                 channels * 2 * patch * patch)):
         try:
-            feeds = _transformers_inputs(model, patches_name, width, GRIDS[1])
+            feeds = transformers_grid_inputs(model, patches_name, width, GRIDS[1])
             with torch.no_grad():
                 model(**feeds)
             return width
@@ -121,16 +124,16 @@ def grid_fields(module: Any, config: Any) -> dict[str, Any]:
     """ArchSpec fields (inputs, trace_shape, validation_shapes) of a packed-patch vision encoder."""
     import numpy as np
 
-    patches_name = _required(module)[0]
-    width = _patch_width(module, config, patches_name)
-    params = _params(module)
-    by_grid = {grid: _transformers_inputs(module, patches_name, width, grid) for grid in GRIDS}
+    patches_name = required_params(module)[0]
+    width = patch_width(module, config, patches_name)
+    params = tower_params(module)
+    by_grid = {grid: transformers_grid_inputs(module, patches_name, width, grid) for grid in GRIDS}
     shapes = [_sizes(grid) for grid in GRIDS]
     inputs = [TensorSpec(patches_name, "float32", ("patches", width), {"kind": "normal"})]
     for name, value in by_grid[GRIDS[0]].items():
         if name == patches_name:
             continue
-        kind = _HELPERS.get(name)
+        kind = HELPER_KINDS.get(name)
         if kind is None or not hasattr(value, "shape"):
             raise ExportError(f"this vision encoder takes a grid helper '{name}' tracefuse cannot compute",
                               fix="export it as module.path:factory with example inputs")
@@ -145,7 +148,7 @@ def grid_fields(module: Any, config: Any) -> dict[str, Any]:
                 dims.append(f"{name}_{axis}")
                 for n, sizes in zip(per_grid, shapes):
                     sizes[f"{name}_{axis}"] = int(n)
-        dtype = _DTYPES.get(str(value.dtype))
+        dtype = HELPER_DTYPES.get(str(value.dtype))
         if dtype is None:
             raise ExportError(f"grid helper '{name}' has dtype {value.dtype}, which tracefuse does not generate")
         inputs.append(TensorSpec(name, dtype, tuple(dims), {"kind": kind, "params": dict(params)}))

@@ -20,15 +20,16 @@ from typing import Any
 from tracefuse.artifact import TensorSpec
 from tracefuse.errors import ExportError
 from tracefuse.exporters.grid_spec import (
-    _DTYPES,
-    _HELPERS,
-    _params,
-    _patch_width,
-    _required,
-    _transformers_inputs,
+    HELPER_DTYPES,
+    HELPER_KINDS,
+    patch_width,
+    required_params,
     takes_grid,
+    tower_params,
+    transformers_grid_inputs,
 )
 from tracefuse.exporters.placeholders import image_token_id, lowest_placeholder
+from tracefuse.exporters.text_spec import forward_params
 from tracefuse.grid_fill import derive
 
 logger = logging.getLogger(__name__)
@@ -36,10 +37,6 @@ logger = logging.getLogger(__name__)
 GRID = (4, 8)  # (grid_h, grid_w) in patches of the one image: 2 x 4 merged tokens at merge size 2
 TEXT = (9, 16, 37)  # text tokens after the placeholders: trace, then the two validation shapes
 PREFIX = "image_"  # Transformers strips it and passes the rest to the vision tower (accepts_precomputed_kwargs)
-
-
-def _forward_params(module: Any) -> set[str]:
-    return set(inspect.signature(module.forward).parameters)
 
 
 def _tower(module: Any) -> Any | None:
@@ -50,7 +47,7 @@ def takes_packed_image(module: Any) -> bool:
     """Whether `module` is a qwen2-VL style model: its forward takes `input_ids`, `pixel_values` and
     `image_grid_thw`, and its vision tower is a packed-patch encoder. (Most compute multimodal rotary positions,
     `get_rope_index`; the others count text positions as usual.)"""
-    params = _forward_params(module)
+    params = set(forward_params(module))
     return {"pixel_values", "image_grid_thw", "input_ids"} <= params and _tower(module) is not None
 
 
@@ -71,9 +68,9 @@ def packed_image_fields(module: Any, config: Any) -> dict[str, Any]:
     import numpy as np
 
     tower = _tower(module)
-    patches_name = _required(tower)[0]
-    width = _patch_width(tower, tower.config, patches_name)
-    params = _params(tower)
+    patches_name = required_params(tower)[0]
+    width = patch_width(tower, tower.config, patches_name)
+    params = tower_params(tower)
     merge = int(params.get("spatial_merge_size", 1))
     count = (GRID[0] // merge) * (GRID[1] // merge)
     token = image_token_id(config)
@@ -84,20 +81,20 @@ def packed_image_fields(module: Any, config: Any) -> dict[str, Any]:
                           fix="export it as module.path:factory with example inputs")
     high = min(vocab, lowest_placeholder(config) or vocab)
     shapes = [{"sequence": count + n, "grid_h": GRID[0], "grid_w": GRID[1]} for n in TEXT]
-    helpers = _transformers_inputs(tower, patches_name, width, GRID)
+    helpers = transformers_grid_inputs(tower, patches_name, width, GRID)
     inputs = [TensorSpec("input_ids", "int64", (1, "sequence"),
                          {"kind": "int", "low": 0, "high": high, "prefix": [token] * count}),
               TensorSpec("attention_mask", "int64", (1, "sequence"), {"kind": "mask"}),
               TensorSpec("pixel_values", "float32", (GRID[0] * GRID[1], width), {"kind": "normal"}),
               TensorSpec("image_grid_thw", "int64", (1, 3), {"kind": "grid_thw", "params": dict(params)})]
-    mrope = hasattr(module, "get_rope_index") and "position_ids" in _forward_params(module)
+    mrope = hasattr(module, "get_rope_index") and "position_ids" in set(forward_params(module))
     if mrope:
         inputs.append(TensorSpec("position_ids", "int64", (3, 1, "sequence"),
                                  {"kind": "grid_text_positions", "params": {"spatial_merge_size": merge}}))
     for name, value in helpers.items():
         if name in (patches_name, "grid_thw"):
             continue
-        kind, dtype = _HELPERS.get(name), _DTYPES.get(str(getattr(value, "dtype", "")))
+        kind, dtype = HELPER_KINDS.get(name), HELPER_DTYPES.get(str(getattr(value, "dtype", "")))
         if kind is None or dtype is None:
             raise ExportError(f"this vision tower takes a grid helper '{name}' tracefuse cannot compute",
                               fix="export it as module.path:factory with example inputs")
@@ -132,7 +129,7 @@ def _check(module: Any, inputs: list[TensorSpec], shapes: list[dict[str, int]], 
     types = torch.zeros_like(feeds["input_ids"], dtype=torch.int32)
     types[:, :count] = 1
     own = {k: feeds[k] for k in ("input_ids", "attention_mask", "pixel_values", "image_grid_thw")}
-    extra = {"mm_token_type_ids": types} if "mm_token_type_ids" in _forward_params(module) else {}
+    extra = {"mm_token_type_ids": types} if "mm_token_type_ids" in set(forward_params(module)) else {}
     try:
         with torch.no_grad():
             want = module(**own, **extra).last_hidden_state
