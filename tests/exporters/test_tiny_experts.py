@@ -33,7 +33,7 @@ def test_real_moe_configs_build_small():
                               ("deepseek_v3", "n_routed_experts"), ("qwen3_next", "num_experts")):
         default, config = AutoConfig.for_model(model_type), tiny_config(model_type)
         assert getattr(default, count) > EXPERTS and getattr(config, count) == EXPERTS, model_type
-        assert 1 <= config.num_experts_per_tok <= PER_TOKEN, model_type
+        assert PER_TOKEN >= config.num_experts_per_tok >= 1, model_type  # a range: 0 or too many fail
     v3 = tiny_config("deepseek_v3")
     assert v3.n_routed_experts % v3.n_group == 0 and v3.topk_group <= v3.n_group
     nested = tiny_config("qwen3_vl_moe").text_config  # a nested text config is shrunk the same way
