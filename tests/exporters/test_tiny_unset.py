@@ -36,6 +36,19 @@ def test_a_config_that_refuses_grouped_query_attention_keeps_one_kv_head_per_que
     assert tiny_config("llama").num_key_value_heads == HEADS // 2  # configs that allow it keep grouping
 
 
+def test_multi_head_attention_outside_text_decoders_stays_multi_head():
+    # its default has one KV head per query head, and its value projection uses the query head count
+    audio = tiny_config("nemotron3_diarization_audio")
+    assert audio.num_key_value_heads == audio.num_attention_heads == HEADS
+    assert tiny_config("mistral").num_key_value_heads == HEADS // 2  # a grouped default stays grouped
+    assert tiny_config("llama").num_key_value_heads == HEADS // 2  # a text decoder: grouped, for its tests
+
+
+def test_an_audio_encoder_with_multi_head_defaults_validates(tmp_path):
+    row = probe("nemotron3_diarization_audio", "feature-extraction", tmp_path, exporters=("torchscript",))
+    assert row["status"] == "validated", row
+
+
 def test_a_ctc_blank_is_a_class_of_the_shrunk_vocabulary():
     config = tiny_config("nemotron3_5_transcribe_word_timestamp")  # default blank_token_id 23862
     assert config.blank_token_id < VOCAB

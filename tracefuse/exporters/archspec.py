@@ -17,6 +17,7 @@ from tracefuse.artifact import TensorSpec
 from tracefuse.errors import ExportError
 from tracefuse.exporters.audio_features import FEATURE_INPUTS, feature_fields
 from tracefuse.exporters.decoder_spec import decoder_spec_fields
+from tracefuse.exporters.embeds_spec import is_vector_input, vector_fields
 from tracefuse.exporters.grid_spec import grid_fields, takes_grid
 from tracefuse.exporters.media_spec import (
     BATCH_SHAPES,
@@ -178,13 +179,16 @@ def _video_spec(loaded: LoadedModel) -> ArchSpec:
 def _main_input(loaded: LoadedModel) -> str | None:
     """The module's `main_input_name` when its forward takes it; else the first forward parameter that is an
     input this module can generate (a vision tower that inherits the default "input_ids" but takes only
-    pixel_values)."""
+    pixel_values), else its first required vector input."""
     name = getattr(loaded.module, "main_input_name", None)
     params = forward_params(loaded.module)
     if name in params:
         return name
     known = [p for p in params if p in ("input_ids", "pixel_values", "input_values", *FEATURE_INPUTS, SERIES_INPUT,
                                            VIDEO_INPUT)]
+    if not known:  # a required vector input (a Q-Former's query_embeds)
+        required = inspect.signature(loaded.module.forward).parameters
+        known = [p for p in params if is_vector_input(p) and required[p].default is inspect.Parameter.empty]
     if known:
         logger.info("main input %s: the forward takes no %s", known[0], name)
     return known[0] if known else name
@@ -237,6 +241,9 @@ def resolve_spec(loaded: LoadedModel, use_cache: bool = True) -> ArchSpec:
         spec = _video_spec(loaded)
     elif main_input == SERIES_INPUT:
         spec = ArchSpec(loaded.model_type, loaded.task, **series_fields(loaded.module, loaded.config,
+                                                                         loaded.model_type))
+    elif is_vector_input(main_input):
+        spec = ArchSpec(loaded.model_type, loaded.task, **vector_fields(loaded.module, loaded.config, main_input,
                                                                          loaded.model_type))
     else:
         raise ExportError(

@@ -36,6 +36,7 @@ _SCALARS: dict[str, int] = {
     "embedding_size": 16,
     "image_size": IMAGE,
     "projection_dim": HIDDEN,
+    "num_latents": 16, "d_latents": HIDDEN,  # a Perceiver's latent array
 }
 
 
@@ -48,7 +49,7 @@ def tiny_config_kwargs(config: Any, nested: bool = False) -> dict[str, Any]:
                 and _settable(config, key, value):
             kwargs[key] = value
     if isinstance(read_field(config, "num_key_value_heads"), int) or _unset(config, "num_key_value_heads"):
-        kwargs["num_key_value_heads"] = HEADS // 2
+        kwargs["num_key_value_heads"] = _kv_heads(config, kwargs)
     if _unset(config, "vocab_size"):  # left to the checkpoint (esm), with its special tokens: ids inside it
         kwargs["vocab_size"] = VOCAB
         kwargs.update({key: i for i, key in enumerate(("pad_token_id", "mask_token_id"), 1) if _unset(config, key)})
@@ -125,6 +126,20 @@ def _shuffle_room(config: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     if isinstance(size, int) and isinstance(patch, int) and size // patch < factor:
         return {"image_size": patch * factor}
     return {}
+
+
+def _kv_heads(config: Any, kwargs: dict[str, Any]) -> int:
+    """Grouped KV heads (half the query heads). A text decoder always gets them (most of its checkpoints group
+    heads, and the cache and attention-fusion code for grouping is what its tests need); any other config
+    whose default has one KV head per query head stays multi-head (some of those models project values with
+    the query head count, which only agrees when the two are equal)."""
+    from transformers import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    kv, heads = read_field(config, "num_key_value_heads"), read_field(config, "num_attention_heads")
+    if isinstance(kv, int) and kv == heads and isinstance(kwargs.get("num_attention_heads"), int) \
+            and type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING:
+        return kwargs["num_attention_heads"]
+    return HEADS // 2
 
 
 def _unset(config: Any, key: str) -> bool:
