@@ -68,3 +68,8 @@ def test_a_detector_with_a_vit_backbone_builds():
     backbone = config.backbone_config
     assert backbone.out_features == ["stage1", "stage2", "stage3", "stage4"]
     assert backbone.num_hidden_layers == 4
+
+
+def test_layers_per_block_are_cut_to_one():
+    config = tiny_config("funnel")  # its layer count is derived: the sum of block_sizes
+    assert config.block_sizes == [1] * len(config.block_sizes)

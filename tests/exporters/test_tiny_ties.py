@@ -4,7 +4,7 @@ shrink of the width it equals, so the config's own cross-checks still hold."""
 from __future__ import annotations
 
 from tracefuse.exporters.tiny import HIDDEN, tiny_config
-from tracefuse.exporters.tiny_ties import width_tie_kwargs
+from tracefuse.exporters.tiny_ties import list_end_ties, width_tie_kwargs
 
 
 class _Sub:
@@ -61,3 +61,22 @@ def test_a_detector_reads_the_stages_of_its_backbone_at_their_new_widths():
 def test_a_backbone_with_one_output_is_still_cut_to_two_stages():
     backbone = tiny_config("detr").backbone_config
     assert len(backbone.depths) == 2 and backbone.out_features == ["stage2"]
+
+
+def test_a_hidden_width_equal_to_the_first_stage_width_follows_it():
+    backbone = tiny_config("sam2_vision_model").backbone_config  # hiera: hidden_size is stage 1's width
+    assert backbone.hidden_size == backbone.embed_dim_per_stage[0]
+    assert backbone.embed_dim_per_stage[0] < 96  # shrunk from the default
+
+
+def test_a_nested_neck_list_follows_its_backbone_stage_widths():
+    vision = tiny_config("sam2_vision_model")  # the neck reads the stages deepest first
+    assert vision.backbone_channel_list == list(reversed(vision.backbone_config.embed_dim_per_stage))
+
+
+def test_list_end_ties_leave_a_list_of_one_repeated_width_alone():
+    class Config:
+        hidden_size = 256
+        decoder_in_channels = [256, 256, 256]  # made of the hidden width: the other direction
+
+    assert list_end_ties(Config(), {"hidden_size": 32, "decoder_in_channels": [16, 16, 16]}) == {}

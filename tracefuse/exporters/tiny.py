@@ -11,7 +11,7 @@ from tracefuse.exporters.tiny_experts import expert_kwargs
 from tracefuse.exporters.tiny_layers import read_field
 from tracefuse.exporters.tiny_rules import consistency_kwargs
 from tracefuse.exporters.tiny_stages import stage_kwargs, sub_config_kwargs
-from tracefuse.exporters.tiny_ties import width_tie_kwargs
+from tracefuse.exporters.tiny_ties import list_end_ties, width_tie_kwargs
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +70,7 @@ def tiny_config_kwargs(config: Any, nested: bool = False) -> dict[str, Any]:
     kwargs.update(special_token_kwargs(config))  # the vocabulary may be the text_config's: shrunk all the same
     # per-stage lists, tied widths, window/patch caps, nested configs (tiny_stages explains the rules)
     kwargs.update(stage_kwargs(config, kwargs.get("hidden_size", HIDDEN), keep_outputs=nested))
+    kwargs.update(list_end_ties(config, kwargs))  # a hidden width equal to a width list's first or last entry
     kwargs.update(consistency_kwargs(config, kwargs, HIDDEN, HEADS))  # layer_types, head_dim, mrope, ssm heads
     kwargs.update(expert_kwargs({k: v for k, v in vars(config).items() if not k.startswith("_")}, FFN))
     kwargs.update(sub_config_kwargs(config, tiny_config_kwargs))

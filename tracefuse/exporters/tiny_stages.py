@@ -10,7 +10,7 @@ mean, read from their names and values, never from the model type:
   the transitions between stages), of numbers or of flags, is cut with it, as are stage-count scalars
   (`num_stages`, `num_layers`…); the stem's lists (`stem_channels`, `stem_strides`) are its own layers, not
   stages, and are kept whole (widths are then not scaled, since the stem feeds the first stage);
-- depth lists become 1 per stage; head lists become 2, 4, … (never more than before); width lists are all
+- depth lists (and `block_sizes`, funnel's layers per block) become 1 per stage; head lists become 2, 4, … (never more than before); width lists are all
   scaled by one common factor (so `in_channels[i+1] == out_channels[i]` still holds) to a multiple of 8, which
   every stage's head count divides;
 - scalars that equaled the hidden width (`embedding_size` in squeezebert, `pooler_output_size`, a depthwise
@@ -115,7 +115,7 @@ def stage_kwargs(config: Any, hidden: int, keep_outputs: bool = False) -> dict[s
     for name, value in lists.items():
         if name in widths:
             value = [_round8(v * scale) for v in value] if scale < 1 else value
-        elif "depth" in name or "repeats" in name:
+        elif "depth" in name or "repeats" in name or name == "block_sizes":  # layers per stage (funnel's blocks)
             value = [1 for _ in value]
         elif "head" in name and all(_is_int(v) for v in value):
             value = [min(v, 2 ** (i + 1)) for i, v in enumerate(value)]

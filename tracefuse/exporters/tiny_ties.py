@@ -29,7 +29,7 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 WIDTHS = ("hidden_size", "d_model", "n_embd")
-_WIDTH_LISTS = ("channels", "hidden_sizes", "hidden_dims")
+_WIDTH_LISTS = ("channels", "channel_list", "hidden_sizes", "hidden_dims", "embed_dim")
 _NOT_WIDTH = ("head", "intermediate", "ffn", "state", "kernel", "conv", "latent", "vocab", "embedding_size")
 
 
@@ -104,6 +104,20 @@ def _tie_lists(default: dict[str, Any], changed: dict[str, Any], widths: dict[in
     return ties
 
 
+def _tie_lists_tree(default: dict[str, Any], changed: dict[str, Any], widths: dict[int, int],
+                    stages: dict[int, int]) -> dict[str, Any]:
+    """`_tie_lists` at every level of the tree: a vision config nested in a segmenter holds the neck's list
+    of its backbone's stage widths (sam2's `backbone_channel_list`)."""
+    ties = _tie_lists(default, changed, widths, stages)
+    for name, value in default.items():
+        new = changed.get(name)
+        if isinstance(value, dict) and isinstance(new, dict):
+            inner = _tie_lists_tree(value, new, widths, stages)
+            if inner:
+                ties[name] = {**new, **inner}
+    return ties
+
+
 def width_tie_kwargs(default: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     """Changes to the shrink `kwargs` of config `default` that keep widths tied across its nested configs
     (see the module doc); nested configs come back as whole dicts, like `kwargs` holds them."""
@@ -116,7 +130,7 @@ def width_tie_kwargs(default: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     ties = _tie(tree, full, widths, "")
     stages: dict[int, int] = {}
     _shrunk_width_lists(tree, full, stages)
-    ties.update(_tie_lists(tree, {**full, **ties}, widths, stages))
+    ties.update(_tie_lists_tree(tree, {**full, **ties}, widths, stages))
     ties.update(_projection_ties({**full, **ties}))
     return ties
 
@@ -136,3 +150,26 @@ def _projection_ties(full: dict[str, Any]) -> dict[str, Any]:
             ties[name] = {**sub, "out_hidden_size": width}
             logger.debug("tiny: %s.out_hidden_size %d follows the text width %d", name, sub["out_hidden_size"], width)
     return ties
+
+
+def list_end_ties(config: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A hidden width that the default config sets equal to the first entry of one of its own staged width
+    lists (hiera's `hidden_size` is its first stage's `embed_dim_per_stage`) takes that entry's shrunk value,
+    so that the tie the model relies on holds. A list of one repeated width (a detector's
+    `decoder_in_channels`, made of the hidden width) is the other direction and is left to `_tie_lists`."""
+    from tracefuse.exporters.tiny_layers import read_field
+
+    changes: dict[str, Any] = {}
+    for width in WIDTHS:
+        old = read_field(config, width)
+        if not _is_int(old) or width not in kwargs:
+            continue
+        for name, new in kwargs.items():
+            value = read_field(config, name)
+            if name == width or not _is_width_list(name) or not _int_list(value) or not _int_list(new):
+                continue
+            if value[0] == old and len(set(value)) > 1 and new[0] != value[0]:
+                changes[width] = new[0]
+                logger.info("%s follows the first entry of %s: %d", width, name, new[0])
+                break
+    return changes
