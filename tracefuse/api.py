@@ -66,12 +66,13 @@ def _encoder_pair(loaded, artifact: Artifact, runtime: str | None, threads: int 
     return open_runner(encoder, runtime, threads=threads).open(), TorchReferenceRunner(wrapper, inputs, outputs)
 
 
-def _reference(loaded, manifest_inputs, manifest_outputs, use_cache: bool = True):
+def _reference(loaded, manifest_inputs, manifest_outputs, use_cache: bool = True,
+               constants: dict[str, Any] | None = None):
     from tracefuse.exporters.cache_wrapper import make_wrapper
     from tracefuse.runtimes.torch_reference import TorchReferenceRunner
 
     names = tuple(s.name for s in manifest_inputs), tuple(s.name for s in manifest_outputs)
-    wrapper = make_wrapper(loaded.module, *names, use_cache=use_cache)
+    wrapper = make_wrapper(loaded.module, *names, use_cache=use_cache, constants=constants)
     return wrapper, TorchReferenceRunner(wrapper, manifest_inputs, manifest_outputs)
 
 
@@ -153,7 +154,7 @@ def export(
     to fix at their trace size ("*": all but batch; archspec.fix_axes), recorded as export.fixed_axes.
     """
     from tracefuse.exporters import FORMATS, export_graph
-    from tracefuse.exporters.archspec import fix_axes, resolve_spec
+    from tracefuse.exporters.archspec import constant_values, fix_axes, resolve_spec
     from tracefuse.exporters.cache_wrapper import make_wrapper, probe_model_outputs
     from tracefuse.exporters.decoder_spec import has_cache_inputs, runs_only_without_cache
     from tracefuse.exporters.seq2seq_spec import export_extras
@@ -179,16 +180,17 @@ def export(
         use_cache = False  # no attention layer keeps a cache (pure linear attention): as with --no-cache
     if fixed_axes:
         spec = fix_axes(spec, fixed_axes)
-    shapes = spec.validation_shapes
+    shapes, constants = spec.validation_shapes, constant_values(spec)
     options.setdefault("validation_shapes", [dict(s) for s in shapes])  # fixed-shape formats (tflite) use these
     to_torch = lambda feeds: {k: torch.from_numpy(v) for k, v in feeds.items()}  # noqa: E731
     progress("probing outputs")
     outputs = probe_model_outputs(
         loaded.module, spec.input_names,
         to_torch(generate_inputs(spec.inputs, shapes[0])), shapes[0],
-        to_torch(generate_inputs(spec.inputs, shapes[-1])), shapes[-1], use_cache=use_cache,
+        to_torch(generate_inputs(spec.inputs, shapes[-1])), shapes[-1], use_cache=use_cache, constants=constants,
     )
-    wrapper = make_wrapper(loaded.module, spec.input_names, tuple(o.name for o in outputs), use_cache=use_cache)
+    wrapper = make_wrapper(loaded.module, spec.input_names, tuple(o.name for o in outputs), use_cache=use_cache,
+                           constants=constants)
     example = to_torch(generate_inputs(spec.inputs, spec.trace_shape, seed=1234))
     report = None
     with staged_artifact(out, overwrite=overwrite) as staging:
@@ -206,13 +208,14 @@ def export(
             tolerance=dict(spec.tolerance),
             export={**graph.info, "model_type": loaded.model_type, **extras,
                     **({} if use_cache else {"use_cache": False}),
-                    **({"fixed_axes": list(fixed_axes)} if fixed_axes else {})},
+                    **({"fixed_axes": list(fixed_axes)} if fixed_axes else {}),
+                    **({"constants": constants} if constants else {})},
             tool_versions=tool_versions(), preprocessor=bundled if pre is not None else None,
         )
         manifest = finalize(staging, manifest)
         if validate:
             artifact = Artifact(staging, manifest)
-            _, reference = _reference(loaded, manifest.inputs, manifest.outputs, use_cache)
+            _, reference = _reference(loaded, manifest.inputs, manifest.outputs, use_cache, constants)
             runner = open_runner(artifact, runtime, threads=threads)
             progress(f"validating on {runner.name} against PyTorch")
             with runner:
@@ -275,7 +278,8 @@ def validate(
     recorded = manifest.source.get("config_sha256")
     if reference is None and recorded and loaded.source.get("config_sha256") != recorded:
         notes.append("the reference's config differs from the one the artifact was exported from")
-    _, ref_runner = _reference(loaded, manifest.inputs, manifest.outputs, manifest.export.get("use_cache", True))
+    _, ref_runner = _reference(loaded, manifest.inputs, manifest.outputs, manifest.export.get("use_cache", True),
+                               manifest.export.get("constants"))
     runner = open_runner(art, runtime, threads=threads, options=runtime_options)
     progress(f"validating on {runner.name}")
     with runner:

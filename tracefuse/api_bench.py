@@ -80,7 +80,7 @@ def _torch_call(cfg: dict[str, Any], art: Artifact) -> Callable[[dict[str, Any]]
             sys.stderr.write(f"note: SDPA not available for this model ({exc}); eager attention\n")
     module = module.to(cfg["device"], torch.float16 if cfg["fp16"] else torch.float32).eval()
     wrapper = make_wrapper(module, tuple(s.name for s in m.inputs), tuple(s.name for s in m.outputs),
-                           use_cache=m.export.get("use_cache", True))
+                           use_cache=m.export.get("use_cache", True), constants=m.export.get("constants"))
 
     def prepare(feeds: dict[str, Any]) -> Callable[[], None]:
         args = [torch.from_numpy(feeds[s.name]).to(cfg["device"]) for s in m.inputs]

@@ -85,7 +85,7 @@ def debug(
     progress(f"loading reference {source}")
     loaded = load_source(source, None if m.task == "custom" else m.task)
     kwargs = {} if m.export.get("use_cache", True) else {"use_cache": False}
-    wrapper, _ = api._reference(loaded, m.inputs, m.outputs, **kwargs)
+    wrapper, _ = api._reference(loaded, m.inputs, m.outputs, **kwargs, constants=m.export.get("constants"))
     _check_modules(wrapper, module_values(model), source)
     if inputs is not None:
         case, feeds = f"file:{Path(inputs).name}", load_npz(inputs)

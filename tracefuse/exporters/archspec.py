@@ -22,6 +22,7 @@ from tracefuse.exporters.grid_spec import grid_fields, takes_grid
 from tracefuse.exporters.media_spec import (
     BATCH_SHAPES,
     BATCH_TRACE,
+    CONSTANT_INPUTS,
     audio_fields,
     noise_input,
     pixel_spec,
@@ -62,6 +63,9 @@ class ArchSpec:
     validation_shapes: tuple[dict[str, int], ...]
     tolerance: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_TOLERANCE))
     dynamic_image_size: bool = False
+    # inputs the model reads as Python numbers (`image_sizes`): not graph inputs, but constants the graph is
+    # traced with (see constant_values); the batch is then fixed, since they hold one row per image
+    constant_inputs: tuple[TensorSpec, ...] = ()
 
     @property
     def input_names(self) -> tuple[str, ...]:
@@ -251,5 +255,28 @@ def resolve_spec(loaded: LoadedModel, use_cache: bool = True) -> ArchSpec:
             "cannot generate inputs for",
             fix="export it as module.path:factory with example inputs",
         )
+    spec = _split_constants(spec)
     return dataclasses.replace(spec, **overrides) if overrides else spec
+
+
+def _split_constants(spec: ArchSpec) -> ArchSpec:
+    """Move the inputs a model reads as Python numbers (CONSTANT_INPUTS) out of the graph inputs, fixing the
+    batch axis they share with the images."""
+    constant = tuple(t for t in spec.inputs if t.name in CONSTANT_INPUTS)
+    if not constant:
+        return spec
+    spec = dataclasses.replace(spec, inputs=tuple(t for t in spec.inputs if t.name not in CONSTANT_INPUTS),
+                               constant_inputs=constant)
+    return fix_axes(spec, ["batch"]) if "batch" in spec_axes(spec) else spec
+
+
+def constant_values(spec: ArchSpec) -> dict[str, Any]:
+    """The keyword arguments the graph is traced with for `spec.constant_inputs`, as nested Python lists at
+    the trace shape (`image_sizes=[[56, 56], [56, 56]]`): a model that loops over them in Python sees plain
+    numbers, so no exporter turns them into data-dependent sizes. The manifest records them."""
+    from tracefuse.validation.inputs import generate_inputs
+
+    if not spec.constant_inputs:
+        return {}
+    return {name: value.tolist() for name, value in generate_inputs(spec.constant_inputs, spec.trace_shape).items()}
 

@@ -80,12 +80,17 @@ def no_cache_kwargs(model: torch.nn.Module) -> dict[str, Any]:
 
 
 def make_wrapper(model: torch.nn.Module, input_names: tuple[str, ...], output_names: tuple[str, ...] = (),
-                 use_cache: bool = True):
+                 use_cache: bool = True, constants: dict[str, Any] | None = None):
     """The wrapper that fits the graph inputs: CacheWrapper when they hold past key/values, else FlatWrapper
-    (called with use_cache=False when `use_cache` is False: a decoder exported with --no-cache)."""
+    (called with use_cache=False when `use_cache` is False: a decoder exported with --no-cache; and with the
+    spec's `constants`, keyword arguments the graph fixes, such as `image_sizes`)."""
     if has_cache_inputs(input_names):
         return CacheWrapper(model, input_names, output_names)
-    return FlatWrapper(model, input_names, output_names, None if use_cache else no_cache_kwargs(model))
+    return FlatWrapper(model, input_names, output_names, _call_kwargs(model, use_cache, constants))
+
+
+def _call_kwargs(model: torch.nn.Module, use_cache: bool, constants: dict[str, Any] | None) -> dict[str, Any]:
+    return {**({} if use_cache else no_cache_kwargs(model)), **(constants or {})}
 
 
 @torch.no_grad()
@@ -97,12 +102,13 @@ def probe_model_outputs(
     feeds_b: dict[str, torch.Tensor],
     sizes_b: dict[str, int],
     use_cache: bool = True,
+    constants: dict[str, Any] | None = None,
 ) -> tuple[TensorSpec, ...]:
     """Like wrapper.probe_outputs, for any model: outputs of a cache decoder are probed through CacheWrapper;
-    with `use_cache=False` the model is called as make_wrapper's FlatWrapper calls it."""
+    otherwise the model is called as make_wrapper's FlatWrapper calls it (use_cache, constants)."""
     if not has_cache_inputs(input_names):
         return probe_outputs(model, input_names, feeds_a, sizes_a, feeds_b, sizes_b,
-                             None if use_cache else no_cache_kwargs(model))
+                             _call_kwargs(model, use_cache, constants))
     wrapper = CacheWrapper(model, input_names)
     out_a = wrapper.named_outputs(*(feeds_a[n] for n in input_names))
     out_b = wrapper.named_outputs(*(feeds_b[n] for n in input_names))

@@ -128,10 +128,43 @@ def audio_fields(config: Any, extra: int = 0) -> dict[str, Any]:
 
 def paired_image_inputs(config: Any, params: list[str]) -> tuple[TensorSpec, ...]:
     """The pixel_values a text-first multimodal model (clip, siglip…) also needs: fixed size, from its
-    vision_config; () for a text model."""
+    vision_config; () for a text model. A model that merges patches (`spatial_merge_size`) and takes
+    `image_sizes` (pixtral-based: mistral3) gets them, and an image whose side splits into whole merged patches
+    (see merged_patch_size)."""
     if "pixel_values" not in params or getattr(config, "vision_config", None) is None:
         return ()
-    return (pixel_spec(config, dynamic=False),)
+    if IMAGE_SIZES not in params or _merge_size(config) is None:  # llava also takes (and needs no) image_sizes
+        return (pixel_spec(config, dynamic=False),)
+    pixels = pixel_spec(config, dynamic=False, size=merged_patch_size(config))
+    return pixels, image_sizes_input(pixels)
+
+
+def _merge_size(config: Any) -> int | None:
+    merge = getattr(config, "spatial_merge_size", None) or getattr(image_config(config), "spatial_merge_size", None)
+    return merge if isinstance(merge, int) and not isinstance(merge, bool) else None
+
+
+IMAGE_SIZES = "image_sizes"
+CONSTANT_INPUTS = (IMAGE_SIZES,)  # read as Python numbers by the models that take them (archspec.constant_values)
+
+
+def merged_patch_size(config: Any) -> int:
+    """For a config that merges patches (`spatial_merge_size`: pixtral-based models), its image size rounded
+    down to whole merged patches, at least two per side (one merged patch is a degenerate image: its feature
+    rows get squeezed away with the batch); else the config's image size (a fixed position table needs it)."""
+    merge, patch = _merge_size(config), getattr(image_config(config), "patch_size", None)
+    if merge is None or not isinstance(patch, int):
+        return image_size(config)
+    unit = patch * merge
+    return max(2 * unit, image_size(config) // unit * unit)
+
+
+def image_sizes_input(pixels: TensorSpec) -> TensorSpec:
+    """`image_sizes` [batch, 2]: every row the (height, width) of the fixed-size images in `pixels`."""
+    height, width = pixels.shape[-2:]
+    if not isinstance(height, int) or height != width:
+        raise ValueError(f"image_sizes needs a fixed square image, not {pixels.shape}")
+    return TensorSpec(IMAGE_SIZES, "int64", ("batch", 2), {"kind": "int", "low": height, "high": height + 1})
 
 
 def noise_input(module: Any, config: Any, size: int | None = None) -> TensorSpec | None:

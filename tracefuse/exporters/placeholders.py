@@ -48,31 +48,34 @@ def lowest_placeholder(config: Any) -> int | None:
     return min(ids.values()) if ids else None
 
 
-def image_placeholder_count(module: Any, config: Any, pixel_shape: tuple[int, ...], vocab: int) -> int:
+def image_placeholder_count(module: Any, config: Any, pixel_shape: tuple[int, ...], vocab: int,
+                            extra: dict[str, Any] | None = None) -> int:
     """How many image placeholders one image of `pixel_shape` (batch 1) needs in input_ids; 0 when the model
-    runs without any (it needs none, or fails for another reason, which the export then reports)."""
+    runs without any (it needs none, or fails for another reason, which the export then reports). `extra`:
+    other feeds that go with the image (`image_sizes`)."""
     import torch
 
     token = image_token_id(config)
     if token is None:
         return 0
+    extra = extra or {}
     generator = torch.Generator().manual_seed(0)
     ids = torch.randint(0, max(1, min(vocab, token)), (1, 8), generator=generator)
     pixels = torch.randn(*pixel_shape, generator=generator)
     try:
         with torch.no_grad():
-            module(input_ids=ids, pixel_values=pixels)
+            module(input_ids=ids, pixel_values=pixels, **extra)
     except Exception as exc:  # noqa: BLE001 - only the placeholder check's message is read
         match = _COUNT.search(str(exc))
         if match:
-            count = _checked_count(module, config, int(match.group(1)), ids, pixels, token)
+            count = _checked_count(module, config, int(match.group(1)), ids, pixels, token, extra)
             logger.info("%d image placeholder tokens per image", count)
             return count
         return 0
-    return _query_count(module, config, ids, pixels, token)
+    return _query_count(module, config, ids, pixels, token, extra)
 
 
-def _query_count(module: Any, config: Any, ids: Any, pixels: Any, token: int) -> int:
+def _query_count(module: Any, config: Any, ids: Any, pixels: Any, token: int, extra: dict[str, Any]) -> int:
     """A Q-Former model (blip-2) scatters its `num_query_tokens` query outputs over as many placeholders and
     runs without any, unchecked: that count, when the model runs with it; else 0."""
     import torch
@@ -83,14 +86,15 @@ def _query_count(module: Any, config: Any, ids: Any, pixels: Any, token: int) ->
     trial = torch.cat([torch.full((1, count), token, dtype=ids.dtype), ids], dim=1)
     try:
         with torch.no_grad():
-            module(input_ids=trial, pixel_values=pixels)
+            module(input_ids=trial, pixel_values=pixels, **extra)
     except Exception:  # noqa: BLE001 - not a query-token model after all
         return 0
     logger.info("%d image placeholder tokens per image (num_query_tokens)", count)
     return count
 
 
-def _checked_count(module: Any, config: Any, reported: int, ids: Any, pixels: Any, token: int) -> int:
+def _checked_count(module: Any, config: Any, reported: int, ids: Any, pixels: Any, token: int,
+                   extra: dict[str, Any]) -> int:
     """The placeholder count that the model accepts: the one its message reports, or that divided by the text
     width (some models report the feature tensor's size, rows × width, as the feature count)."""
     import torch
@@ -102,7 +106,7 @@ def _checked_count(module: Any, config: Any, reported: int, ids: Any, pixels: An
         trial = torch.cat([torch.full((1, count), token, dtype=ids.dtype), ids], dim=1)
         try:
             with torch.no_grad():
-                module(input_ids=trial, pixel_values=pixels)
+                module(input_ids=trial, pixel_values=pixels, **extra)
         except Exception as exc:  # noqa: BLE001 - the next candidate is tried
             if _CHECK not in str(exc):
                 return count  # past the placeholder check: a later failure is the export's to report

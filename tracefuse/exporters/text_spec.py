@@ -71,8 +71,8 @@ def text_inputs(loaded: LoadedModel) -> tuple[TensorSpec, ...]:
     if paired and specs and specs[0].name == "input_ids":
         high = min(int(specs[0].fill["high"]), lowest_placeholder(loaded.config) or int(specs[0].fill["high"]))
         ids = random_ids(high)
-        paired = (maybe_extra_axis(loaded, paired[0], {"input_ids": ids}),)
-        specs[0] = with_image_placeholders(loaded, specs[0], paired[0])
+        paired = (maybe_extra_axis(loaded, paired[0], {"input_ids": ids}), *paired[1:])
+        specs[0] = with_image_placeholders(loaded, specs[0], paired[0], paired[1:])
     return tuple(specs) + paired
 
 
@@ -97,11 +97,17 @@ def maybe_extra_axis(loaded: LoadedModel, spec: TensorSpec, other_feeds: dict[st
     return with_extra_axis(spec, extra) if extra else spec
 
 
-def with_image_placeholders(loaded: LoadedModel, ids: TensorSpec, pixels: TensorSpec) -> TensorSpec:
-    """input_ids that start with the image placeholders a llava-style model needs (unchanged if it needs none)."""
+def with_image_placeholders(loaded: LoadedModel, ids: TensorSpec, pixels: TensorSpec,
+                            sides: tuple[TensorSpec, ...] = ()) -> TensorSpec:
+    """input_ids that start with the image placeholders a llava-style model needs (unchanged if it needs none);
+    `sides` are the constant-valued inputs that go with the image (`image_sizes`)."""
+    import torch
+
     vocab = int(ids.fill["high"])
     shape = tuple(1 if d == "batch" else d for d in pixels.shape)
-    count = image_placeholder_count(loaded.module, loaded.config, shape, vocab)
+    extra = {s.name: torch.full(concrete(s.shape, {"batch": 1}), int(s.fill["low"]), dtype=torch.long)
+             for s in sides}
+    count = image_placeholder_count(loaded.module, loaded.config, shape, vocab, extra)
     if not count:
         return ids
     high = min(vocab, lowest_placeholder(loaded.config) or vocab)

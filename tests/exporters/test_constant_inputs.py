@@ -1,0 +1,42 @@
+"""Inputs a model reads as Python numbers (`image_sizes` of pixtral-based VLMs) are constants of the graph:
+traced as plain lists, recorded in the manifest, and given to the PyTorch reference again on validation."""
+
+from __future__ import annotations
+
+import onnx
+
+from tracefuse import api
+from tracefuse.exporters.archspec import constant_values, resolve_spec
+from tracefuse.exporters.media_spec import merged_patch_size
+from tracefuse.exporters.sources import load_source
+
+
+def test_image_sizes_become_constants_and_fix_the_batch():
+    spec = resolve_spec(load_source("tiny:mistral3"))
+    assert "image_sizes" not in spec.input_names
+    assert [t.name for t in spec.constant_inputs] == ["image_sizes"]
+    pixels = next(t for t in spec.inputs if t.name == "pixel_values")
+    batch = spec.trace_shape["batch"]
+    assert pixels.shape[0] == batch  # one row of image_sizes per image: the batch is fixed
+    side = pixels.shape[-1]
+    assert constant_values(spec) == {"image_sizes": [[side, side]] * batch}
+    assert len({shape["sequence"] for shape in spec.validation_shapes}) == 2  # the text length stays dynamic
+
+
+def test_merged_patch_size_holds_whole_merged_patches():
+    config = load_source("tiny:mistral3").config  # patch 14, merge 2: a 32 px image is rounded to 56
+    size = merged_patch_size(config)
+    unit = config.vision_config.patch_size * config.spatial_merge_size
+    assert size % unit == 0 and size // unit >= 2
+
+
+def test_a_model_with_constant_image_sizes_validates_and_revalidates_from_its_manifest(tmp_path):
+    result = api.export("tiny:mistral3", tmp_path / "m", exporter="torchscript")
+    assert result.report is not None and result.report["passed"], result.report
+    assert len(result.report["cases"]) == 2
+    constants = result.artifact.manifest.export["constants"]
+    assert list(constants) == ["image_sizes"] and len(constants["image_sizes"]) == 2
+    graph = onnx.load(str(result.artifact.graph_path), load_external_data=False).graph
+    assert "image_sizes" not in {i.name for i in graph.input}
+    again = api.validate(tmp_path / "m")  # the reference is called with the recorded constants
+    assert again["passed"], again
