@@ -8,6 +8,7 @@ import onnx
 from tracefuse import api
 from tracefuse.exporters.archspec import constant_values, resolve_spec
 from tracefuse.exporters.media_spec import merged_patch_size
+from tracefuse.exporters.naflex_spec import GRID
 from tracefuse.exporters.sources import load_source
 
 
@@ -40,3 +41,15 @@ def test_a_model_with_constant_image_sizes_validates_and_revalidates_from_its_ma
     assert "image_sizes" not in {i.name for i in graph.input}
     again = api.validate(tmp_path / "m")  # the reference is called with the recorded constants
     assert again["passed"], again
+
+
+def test_a_naflex_vision_encoder_takes_flattened_patches_with_a_constant_grid(tmp_path):
+    result = api.export("tiny:siglip2_vision_model", tmp_path / "s", exporter="dynamo")
+    assert result.report is not None and result.report["passed"], result.report
+    patches = {case["inputs"]["pixel_values"][1] for case in result.report["cases"]}
+    assert len(patches) == 2  # validated at two patch counts: the patch axis is dynamic
+    graph = onnx.load(str(result.artifact.graph_path), load_external_data=False).graph
+    dims = {i.name: tuple(d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim) for i in graph.input}
+    assert dims["pixel_values"][1:] == ("patches", 3 * 16 * 16) and dims["pixel_attention_mask"][1] == "patches"
+    assert "spatial_shapes" not in dims
+    assert result.artifact.manifest.export["constants"] == {"spatial_shapes": [[GRID, GRID]] * dims["pixel_values"][0]}

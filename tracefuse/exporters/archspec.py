@@ -30,6 +30,7 @@ from tracefuse.exporters.media_spec import (
     runs_at_other_image_size,
     vision_fields,
 )
+from tracefuse.exporters.naflex_spec import naflex_fields, takes_naflex
 from tracefuse.exporters.packed_vlm_spec import packed_image_fields, takes_packed_image
 from tracefuse.exporters.series_spec import SERIES_INPUT, series_fields
 from tracefuse.exporters.sources import LoadedModel
@@ -221,6 +222,8 @@ def resolve_spec(loaded: LoadedModel, use_cache: bool = True) -> ArchSpec:
         inputs = text_inputs(loaded)
         shapes = text_shapes(inputs, text_positions(loaded.config))
         spec = with_decoder_ids(ArchSpec(loaded.model_type, loaded.task, inputs, *shapes), loaded)
+    elif main_input == "pixel_values" and takes_naflex(forward_params(loaded.module)):
+        spec = ArchSpec(loaded.model_type, loaded.task, **naflex_fields(loaded.config))
     elif main_input == "pixel_values":
         size = runnable_image_size(loaded.module, loaded.config, required_ids(loaded))
         extra = extra_axis(loaded, pixel_spec(loaded.config, dynamic=False, size=size))
@@ -271,9 +274,10 @@ def _split_constants(spec: ArchSpec) -> ArchSpec:
 
 
 def constant_values(spec: ArchSpec) -> dict[str, Any]:
-    """The keyword arguments the graph is traced with for `spec.constant_inputs`, as nested Python lists at
-    the trace shape (`image_sizes=[[56, 56], [56, 56]]`): a model that loops over them in Python sees plain
-    numbers, so no exporter turns them into data-dependent sizes. The manifest records them."""
+    """The values of `spec.constant_inputs` at the trace shape, as nested Python lists
+    (`image_sizes=[[56, 56], [56, 56]]`), as the manifest records them. The wrapper passes them as constant
+    tensors (cache_wrapper.make_wrapper): not graph inputs, so a model that reads them as Python numbers
+    traces with those numbers instead of data-dependent sizes."""
     from tracefuse.validation.inputs import generate_inputs
 
     if not spec.constant_inputs:

@@ -19,6 +19,7 @@ import logging
 from typing import Any
 
 from tracefuse.artifact import TensorSpec
+from tracefuse.exporters.naflex_spec import SPATIAL_SHAPES, naflex_inputs, takes_naflex
 
 logger = logging.getLogger(__name__)
 
@@ -133,6 +134,8 @@ def paired_image_inputs(config: Any, params: list[str]) -> tuple[TensorSpec, ...
     (see merged_patch_size)."""
     if "pixel_values" not in params or getattr(config, "vision_config", None) is None:
         return ()
+    if takes_naflex(params):  # flattened patches with their grid (siglip2)
+        return naflex_inputs(config, dynamic=False)
     if IMAGE_SIZES not in params or _merge_size(config) is None:  # llava also takes (and needs no) image_sizes
         return (pixel_spec(config, dynamic=False),)
     pixels = pixel_spec(config, dynamic=False, size=merged_patch_size(config))
@@ -145,7 +148,7 @@ def _merge_size(config: Any) -> int | None:
 
 
 IMAGE_SIZES = "image_sizes"
-CONSTANT_INPUTS = (IMAGE_SIZES,)  # read as Python numbers by the models that take them (archspec.constant_values)
+CONSTANT_INPUTS = (IMAGE_SIZES, SPATIAL_SHAPES)  # read as Python numbers by the models that take them (archspec.constant_values)
 
 
 def merged_patch_size(config: Any) -> int:

@@ -100,13 +100,14 @@ def maybe_extra_axis(loaded: LoadedModel, spec: TensorSpec, other_feeds: dict[st
 def with_image_placeholders(loaded: LoadedModel, ids: TensorSpec, pixels: TensorSpec,
                             sides: tuple[TensorSpec, ...] = ()) -> TensorSpec:
     """input_ids that start with the image placeholders a llava-style model needs (unchanged if it needs none);
-    `sides` are the constant-valued inputs that go with the image (`image_sizes`)."""
+    `sides` are the inputs that go with the image (`image_sizes`, a patch mask)."""
     import torch
 
     vocab = int(ids.fill["high"])
     shape = tuple(1 if d == "batch" else d for d in pixels.shape)
-    extra = {s.name: torch.full(concrete(s.shape, {"batch": 1}), int(s.fill["low"]), dtype=torch.long)
-             for s in sides}
+    from tracefuse.validation.inputs import generate_inputs
+
+    extra = {name: torch.from_numpy(value) for name, value in generate_inputs(sides, {"batch": 1}).items()}
     count = image_placeholder_count(loaded.module, loaded.config, shape, vocab, extra)
     if not count:
         return ids
