@@ -7,7 +7,7 @@ import onnx
 
 from tracefuse import api
 from tracefuse.exporters.archspec import constant_values, resolve_spec
-from tracefuse.exporters.media_spec import merged_patch_size
+from tracefuse.exporters.media_spec import anyres_patches, merged_patch_size
 from tracefuse.exporters.naflex_spec import GRID
 from tracefuse.exporters.sources import load_source
 
@@ -53,3 +53,13 @@ def test_a_naflex_vision_encoder_takes_flattened_patches_with_a_constant_grid(tm
     assert dims["pixel_values"][1:] == ("patches", 3 * 16 * 16) and dims["pixel_attention_mask"][1] == "patches"
     assert "spatial_shapes" not in dims
     assert result.artifact.manifest.export["constants"] == {"spatial_shapes": [[GRID, GRID]] * dims["pixel_values"][0]}
+
+
+def test_an_any_resolution_model_gets_its_crops_and_image_sizes():
+    spec = resolve_spec(load_source("tiny:llava_next"))
+    config = load_source("tiny:llava_next").config
+    side = config.vision_config.image_size
+    assert all(v % side == 0 for point in config.image_grid_pinpoints for v in point)  # scaled with the tower
+    pixels = next(t for t in spec.inputs if t.name == "pixel_values")
+    assert pixels.shape[1] == anyres_patches(config) > 1  # the whole image plus its crops
+    assert constant_values(spec)["image_sizes"] == [[side, side]] * spec.trace_shape["batch"]

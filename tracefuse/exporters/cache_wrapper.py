@@ -91,8 +91,11 @@ def make_wrapper(model: torch.nn.Module, input_names: tuple[str, ...], output_na
 
 def _call_kwargs(model: torch.nn.Module, use_cache: bool, constants: dict[str, Any] | None) -> dict[str, Any]:
     """The wrapper's constant keyword arguments; `constants` (nested lists of ints, as the manifest records
-    them) become int64 tensors, the type the models' signatures declare."""
-    fixed = {name: torch.tensor(value, dtype=torch.int64) for name, value in (constants or {}).items()}
+    them) become int64 tensors, except those the models take as lists (media_spec.LIST_CONSTANTS)."""
+    from tracefuse.exporters.media_spec import LIST_CONSTANTS
+
+    fixed = {name: [tuple(row) for row in value] if name in LIST_CONSTANTS else torch.tensor(value, dtype=torch.int64)
+             for name, value in (constants or {}).items()}
     return {**({} if use_cache else no_cache_kwargs(model)), **fixed}
 
 

@@ -19,6 +19,7 @@ import logging
 from typing import Any
 
 from tracefuse.artifact import TensorSpec
+from tracefuse.exporters.media_rank import with_extra_axis
 from tracefuse.exporters.naflex_spec import SPATIAL_SHAPES, naflex_inputs, takes_naflex
 
 logger = logging.getLogger(__name__)
@@ -136,10 +137,25 @@ def paired_image_inputs(config: Any, params: list[str]) -> tuple[TensorSpec, ...
         return ()
     if takes_naflex(params):  # flattened patches with their grid (siglip2)
         return naflex_inputs(config, dynamic=False)
+    if IMAGE_SIZES in params and anyres_patches(config):  # llava-next: the image tiled into crops
+        pixels = with_extra_axis(pixel_spec(config, dynamic=False), anyres_patches(config))
+        return pixels, image_sizes_input(pixels)
     if IMAGE_SIZES not in params or _merge_size(config) is None:  # llava also takes (and needs no) image_sizes
         return (pixel_spec(config, dynamic=False),)
     pixels = pixel_spec(config, dynamic=False, size=merged_patch_size(config))
     return pixels, image_sizes_input(pixels)
+
+
+def anyres_patches(config: Any) -> int:
+    """For an any-resolution model (`image_grid_pinpoints`), the crops (the resized whole image first) one
+    image of the tower's size is tiled into, by Transformers' own rule; else 0."""
+    points = getattr(config, "image_grid_pinpoints", None)
+    if not isinstance(points, list) or not points:
+        return 0
+    from transformers.models.llava_next.modeling_llava_next import image_size_to_num_patches
+
+    size = image_size(config)
+    return int(image_size_to_num_patches((size, size), points, size))
 
 
 def _merge_size(config: Any) -> int | None:
@@ -149,6 +165,9 @@ def _merge_size(config: Any) -> int | None:
 
 IMAGE_SIZES = "image_sizes"
 CONSTANT_INPUTS = (IMAGE_SIZES, SPATIAL_SHAPES)  # read as Python numbers by the models that take them (archspec.constant_values)
+# constants passed as plain lists of (height, width) pairs, which the models that take them accept beside tensors
+# (llava-next's any-resolution tiling rounds them in Python); the others are passed as int64 tensors
+LIST_CONSTANTS = (IMAGE_SIZES,)
 
 
 def merged_patch_size(config: Any) -> int:

@@ -75,6 +75,7 @@ def tiny_config_kwargs(config: Any, nested: bool = False) -> dict[str, Any]:
     kwargs.update(expert_kwargs({k: v for k, v in vars(config).items() if not k.startswith("_")}, FFN))
     kwargs.update(sub_config_kwargs(config, tiny_config_kwargs))
     kwargs.update(_shuffle_room(config, kwargs))
+    kwargs.update(_grid_pinpoints(config, kwargs))
     kwargs.update(_feature_layers(config, kwargs))
     return kwargs
 
@@ -103,6 +104,19 @@ def _feature_layers(config: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         if new != (list(value) if isinstance(value, (list, tuple)) else value):
             changes[name] = new
     return changes
+
+
+def _grid_pinpoints(config: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The resolutions an any-resolution model tiles images into (`image_grid_pinpoints`, multiples of the
+    tower's image size: llava-next's 336 × 672…) scaled to the shrunk tower's image size."""
+    points, vision = read_field(config, "image_grid_pinpoints"), kwargs.get("vision_config")
+    old = getattr(getattr(config, "vision_config", None), "image_size", None)
+    new = vision.get("image_size") if isinstance(vision, dict) else None
+    if not (isinstance(points, list) and points and isinstance(old, int) and isinstance(new, int)) or old == new:
+        return {}
+    if not all(isinstance(p, (list, tuple)) and len(p) == 2 and all(isinstance(v, int) for v in p) for p in points):
+        return {}
+    return {"image_grid_pinpoints": [[max(1, round(v / old)) * new for v in p] for p in points]}
 
 
 # a multimodal config's pixel-shuffle factor: its connector merges factor x factor vision patches into one token
