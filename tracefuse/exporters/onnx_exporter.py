@@ -20,6 +20,7 @@ import torch
 from tracefuse.artifact import TensorSpec
 from tracefuse.errors import ExportError, SpecializedAxesError
 from tracefuse.exporters import GraphExport, transformers_patches
+from tracefuse.exporters.torchscript_symbolics import register_symbolics
 from tracefuse.exporters.triangular_solve import solve_triangular_eager
 from tracefuse.exporters.triangular_solve import translations as triangular_translations
 from tracefuse.exporters.wrapper import FlatWrapper
@@ -222,6 +223,7 @@ def _export_context():
 
 
 def _export_torchscript(wrapper, args, inputs, outputs, opset) -> ir.Model:
+    register_symbolics(opset)  # aten::diff, aten::histc
     buffer = io.BytesIO()
     torch.onnx.export(
         wrapper, args, buffer, dynamo=False, input_names=[s.name for s in inputs],
