@@ -44,3 +44,15 @@ def test_translations_match_pytorch():
 def test_a_codec_whose_masks_use_them_validates_with_torchscript(tmp_path):
     row = probe("mimi_encoder", "feature-extraction", tmp_path, exporters=("torchscript",))
     assert row["status"] == "validated", row
+
+
+def test_mixture_of_experts_traces_with_batched_experts_and_keeps_its_setting(tmp_path):
+    row = probe("qwen2_moe", "feature-extraction", tmp_path, exporters=("torchscript",))
+    assert row["status"] == "validated", row  # grouped_mm has no TorchScript translation; batched_mm is traced
+    from tracefuse.exporters.onnx_exporter import _batched_experts
+    from tracefuse.exporters.sources import load_source
+
+    model = load_source("tiny:qwen2_moe").module
+    with _batched_experts(model):
+        assert model.config._experts_implementation == "batched_mm"
+    assert model.config._experts_implementation == "grouped_mm"

@@ -225,12 +225,36 @@ def _export_context():
 def _export_torchscript(wrapper, args, inputs, outputs, opset) -> ir.Model:
     register_symbolics(opset)  # aten::diff, aten::histc
     buffer = io.BytesIO()
-    torch.onnx.export(
-        wrapper, args, buffer, dynamo=False, input_names=[s.name for s in inputs],
-        output_names=[s.name for s in outputs], dynamic_axes={**_dynamic_axes(inputs), **_dynamic_axes(outputs)},
-        opset_version=opset, do_constant_folding=True,
-    )
+    with _batched_experts(getattr(wrapper, "model", None)):
+        torch.onnx.export(
+            wrapper, args, buffer, dynamo=False, input_names=[s.name for s in inputs],
+            output_names=[s.name for s in outputs], dynamic_axes={**_dynamic_axes(inputs), **_dynamic_axes(outputs)},
+            opset_version=opset, do_constant_folding=True,
+        )
     return ir.from_proto(__import__("onnx").load_from_string(buffer.getvalue()))
+
+
+@contextlib.contextmanager
+def _batched_experts(model):
+    """Mixture-of-experts layers traced with Transformers' `batched_mm` experts (each token through its top-k
+    experts as batched matmuls) instead of `grouped_mm`, which the TorchScript exporter cannot translate; the
+    eager loop over experts is not used either, since a trace would keep only the experts its inputs chose.
+    The two give the same numbers; the model's own setting is restored afterwards."""
+    config = getattr(model, "config", None)
+    current = getattr(config, "_experts_implementation", None)
+    if current != "grouped_mm" or not hasattr(model, "set_experts_implementation"):
+        yield
+        return
+    try:
+        model.set_experts_implementation("batched_mm")
+    except (ValueError, ImportError, AttributeError) as exc:  # a model that offers no batched experts
+        logger.info("experts stay grouped_mm: %s", exc)
+        yield
+        return
+    try:
+        yield
+    finally:
+        model.set_experts_implementation(current)
 
 
 def _export_transformers(wrapper, args, inputs, outputs, opset) -> ir.Model:
