@@ -39,15 +39,29 @@ def test_a_config_without_image_size_gets_the_first_size_the_model_runs_on():
     assert runnable_image_size(torch.nn.Identity(), _Config()) == DEFAULT_IMAGE
 
 
-def test_a_declared_image_size_is_kept_without_running_the_model():
+def test_a_declared_image_size_is_kept_when_the_model_runs_on_it_or_on_nothing():
     class Declared(_Config):
         image_size = 48
 
     class Refuses(torch.nn.Module):
         def forward(self, pixel_values):
-            raise AssertionError("not run")
+            raise AssertionError("fails at every size")
 
-    assert runnable_image_size(Refuses(), Declared()) == 48
+    assert runnable_image_size(torch.nn.Identity(), Declared()) == 48
+    assert runnable_image_size(Refuses(), Declared()) == 48  # the export then reports the model's own error
+
+
+def test_a_declared_image_size_too_small_for_the_network_grows():
+    class Declared(_Config):
+        image_size = 32
+
+    class NeedsSixtyFour(torch.nn.Module):  # downsampling that outgrows the shrunk image (mobilevitv2)
+        def forward(self, pixel_values):
+            if pixel_values.shape[-1] < 64:
+                raise RuntimeError("calculated shape of the array of sliding blocks as (0, 0)")
+            return pixel_values
+
+    assert runnable_image_size(NeedsSixtyFour(), Declared()) == 64
 
 
 def test_deformable_detr_gets_a_128_pixel_image():

@@ -19,6 +19,7 @@ from tracefuse.exporters.audio_features import FEATURE_INPUTS, feature_fields
 from tracefuse.exporters.decoder_spec import decoder_spec_fields
 from tracefuse.exporters.embeds_spec import is_vector_input, vector_fields
 from tracefuse.exporters.grid_spec import grid_fields, takes_grid
+from tracefuse.exporters.layout_spec import with_boxes
 from tracefuse.exporters.media_spec import (
     BATCH_SHAPES,
     BATCH_TRACE,
@@ -90,12 +91,15 @@ def register_override(model_type: str, task: str | None = None, **changes: Any) 
 
 
 # Whether a vision model takes any image size is probed (media_spec.runs_at_other_image_size); an override
-# `dynamic_image_size=False` keeps the config's size for a model that runs eagerly at other sizes but takes
+# `dynamic_image_size=False` keeps one image size for a model that runs eagerly at other sizes but takes
 # a different branch there, which the traced graph does not hold: swin and the models built on its blocks
-# clamp the window (and drop the shift) on small stages; mobilevit interpolates feature maps that are not a
-# multiple of its patch size; mobilenet v1/v2 compute TensorFlow "SAME" padding from the size in Python, so
-# the traced graph keeps the trace size's padding (a wrong output shape elsewhere).
-for _type in ("swin", "swinv2", "donut-swin", "maskformer-swin", "mobilevit", "mobilenet_v1", "mobilenet_v2"):
+# (maskformer, whose default backbone is swin) clamp the window (and drop the shift) on small stages; mobilevit
+# interpolates feature maps that are not a multiple of its patch size (mobilevitv2 also folds its patches back
+# with sizes computed in Python, which neither exporter keeps symbolic); mobilenet v1/v2 compute TensorFlow
+# "SAME" padding from the size in Python, so the traced graph keeps the trace size's padding (a wrong output
+# shape elsewhere).
+for _type in ("swin", "swinv2", "donut-swin", "maskformer-swin", "maskformer", "mobilevit", "mobilevitv2",
+              "mobilenet_v1", "mobilenet_v2"):
     register_override(_type, dynamic_image_size=False)
 
 
@@ -221,7 +225,7 @@ def resolve_spec(loaded: LoadedModel, use_cache: bool = True) -> ArchSpec:
     elif main_input == "input_ids":
         inputs = text_inputs(loaded)
         shapes = text_shapes(inputs, text_positions(loaded.config))
-        spec = with_decoder_ids(ArchSpec(loaded.model_type, loaded.task, inputs, *shapes), loaded)
+        spec = with_boxes(with_decoder_ids(ArchSpec(loaded.model_type, loaded.task, inputs, *shapes), loaded), loaded)
     elif main_input == "pixel_values" and takes_naflex(forward_params(loaded.module)):
         spec = ArchSpec(loaded.model_type, loaded.task, **naflex_fields(loaded.config))
     elif main_input == "pixel_values":

@@ -6,7 +6,8 @@ Nothing here names a model type. Such an input is `[batch, sequence, width]` or 
 latent_dim…). The layout, width and length are found by running the PyTorch model on candidates, the way
 audio_features finds a spectrogram's layout: the first that runs is kept, and the sequence axis is dynamic
 when the model also runs at a longer length. Other required vector inputs of the forward (a drafter's
-`context_hidden_states`, a Q-Former's `encoder_hidden_states`) get their own length axis and the same search for their width.
+`context_hidden_states`, a Q-Former's `encoder_hidden_states`) get their own length axis and the same search
+for their width.
 """
 
 from __future__ import annotations

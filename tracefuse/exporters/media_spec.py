@@ -60,27 +60,35 @@ def pixel_spec(config: Any, dynamic: bool, extra: int = 0, size: int | None = No
 
 
 def runnable_image_size(module: Any, config: Any, other_feeds: dict[str, Any] | None = None) -> int:
-    """The image size to use: the config's `image_size` when it declares one; else the first of
-    LARGER_IMAGES the PyTorch model runs on, one image (with `other_feeds`, e.g. text ids of batch 1): a
-    detector whose last feature map falls to one pixel at DEFAULT_IMAGE (a group norm over it fails) needs a
-    larger image."""
+    """The image size to use: the config's `image_size` when it declares one and the PyTorch model runs on it
+    (one image, with `other_feeds`, e.g. text ids of batch 1); else the first larger size of LARGER_IMAGES the
+    model runs on: a detector whose last feature map falls to one pixel at DEFAULT_IMAGE (a group norm over it
+    fails), or a network whose downsampling outgrows the shrunk image (mobilevitv2 at 32 px), needs a larger
+    image. When none runs, the config's size (or DEFAULT_IMAGE), so the export reports the model's error."""
+    declared = getattr(image_config(config), "image_size", None)
+    start = image_size(config) if declared else 0
+    if declared and _runs_at(module, config, start, other_feeds):
+        return start
+    for size in LARGER_IMAGES:
+        if size > start and _runs_at(module, config, size, other_feeds):
+            return size
+    return start or DEFAULT_IMAGE
+
+
+def _runs_at(module: Any, config: Any, size: int, other_feeds: dict[str, Any] | None) -> bool:
     import torch
 
-    if getattr(image_config(config), "image_size", None):
-        return image_size(config)
     channels = int(getattr(image_config(config), "num_channels", 3))
-    for size in LARGER_IMAGES:
-        pixels = torch.randn(1, channels, size, size, generator=torch.Generator().manual_seed(0))  # batch 1:
-        # a norm over a one-pixel map fails only with a single image
-        try:
-            with torch.no_grad():
-                module(pixel_values=pixels, **(other_feeds or {}))
-        except Exception as exc:  # noqa: BLE001 - any failure: try a larger image
-            logger.info("no image size: the model fails at %dx%d: %s: %s", size, size, type(exc).__name__,
-                        (str(exc).splitlines() or [""])[0][:160])
-            continue
-        return size
-    return DEFAULT_IMAGE
+    pixels = torch.randn(1, channels, size, size, generator=torch.Generator().manual_seed(0))  # batch 1:
+    # a norm over a one-pixel map fails only with a single image
+    try:
+        with torch.no_grad():
+            module(pixel_values=pixels, **(other_feeds or {}))
+    except Exception as exc:  # noqa: BLE001 - any failure: try a larger image
+        logger.info("the model fails at %dx%d: %s: %s", size, size, type(exc).__name__,
+                    (str(exc).splitlines() or [""])[0][:160])
+        return False
+    return True
 
 
 def runs_at_other_image_size(module: Any, config: Any, extra: int = 0, size: int | None = None) -> bool:
@@ -164,7 +172,8 @@ def _merge_size(config: Any) -> int | None:
 
 
 IMAGE_SIZES = "image_sizes"
-CONSTANT_INPUTS = (IMAGE_SIZES, SPATIAL_SHAPES)  # read as Python numbers by the models that take them (archspec.constant_values)
+# inputs the models that take them read as Python numbers (archspec.constant_values)
+CONSTANT_INPUTS = (IMAGE_SIZES, SPATIAL_SHAPES)
 # constants passed as plain lists of (height, width) pairs, which the models that take them accept beside tensors
 # (llava-next's any-resolution tiling rounds them in Python); the others are passed as int64 tensors
 LIST_CONSTANTS = (IMAGE_SIZES,)

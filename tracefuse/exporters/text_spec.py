@@ -67,6 +67,7 @@ def text_inputs(loaded: LoadedModel) -> tuple[TensorSpec, ...]:
                 continue
             fill = {"kind": "int", "low": 0, "high": type_vocab}
         specs.append(TensorSpec(name, "int64", ("batch", "sequence"), fill))
+    specs += _side_inputs(loaded, config, params, specs)
     paired = paired_image_inputs(loaded.config, params)
     if paired and specs and specs[0].name == "input_ids":
         high = min(int(specs[0].fill["high"]), lowest_placeholder(loaded.config) or int(specs[0].fill["high"]))
@@ -74,6 +75,29 @@ def text_inputs(loaded: LoadedModel) -> tuple[TensorSpec, ...]:
         paired = (maybe_extra_axis(loaded, paired[0], {"input_ids": ids}), *paired[1:])
         specs[0] = with_image_placeholders(loaded, specs[0], paired[0], paired[1:])
     return tuple(specs) + paired
+
+
+SIDE_OBJECTS = 8  # regions of a detector's features (lxmert's visual_feats), fixed
+
+
+def _side_inputs(loaded: LoadedModel, config: Any, params: list[str], specs: list[TensorSpec]) -> list[TensorSpec]:
+    """Inputs a text model needs beside its ids that its config sizes: a language index per row when it keeps
+    one adapter per language (`lang_ids` below `len(config.languages)`: xmod), and each input P whose width
+    the config declares as `P_dim` or, P plural, `P[:-1]_dim` (lxmert's `visual_feats` and `visual_pos`,
+    optional in its signature but required by its forward: SIDE_OBJECTS regions of those widths)."""
+    side: list[TensorSpec] = []
+    languages = getattr(config, "languages", None)
+    if "lang_ids" in params and isinstance(languages, (list, tuple)) and languages:
+        side.append(TensorSpec("lang_ids", "int64", ("batch",), {"kind": "int", "low": 0, "high": len(languages)}))
+    taken = {s.name for s in specs}
+    for name in params:
+        if name in taken:
+            continue
+        width = next((w for w in (getattr(config, f"{name}_dim", None), getattr(config, f"{name[:-1]}_dim", None))
+                      if isinstance(w, int) and not isinstance(w, bool) and w > 0), None)
+        if width is not None:
+            side.append(TensorSpec(name, "float32", ("batch", SIDE_OBJECTS, width), {"kind": "normal"}))
+    return side
 
 
 def random_ids(high: int) -> Any:

@@ -10,9 +10,9 @@ mean, read from their names and values, never from the model type:
   the transitions between stages), of numbers or of flags, is cut with it, as are stage-count scalars
   (`num_stages`, `num_layers`…); the stem's lists (`stem_channels`, `stem_strides`) are its own layers, not
   stages, and are kept whole (widths are then not scaled, since the stem feeds the first stage);
-- depth lists (and `block_sizes`, funnel's layers per block) become 1 per stage; head lists become 2, 4, … (never more than before); width lists are all
-  scaled by one common factor (so `in_channels[i+1] == out_channels[i]` still holds) to a multiple of 8, which
-  every stage's head count divides;
+- depth lists (and `block_sizes`, funnel's layers per block) become 1 per stage; head lists become 2, 4, …
+  (never more than before); width lists are all scaled by one common factor (so `in_channels[i+1] ==
+  out_channels[i]` still holds) to a multiple of 8, which every stage's head count divides;
 - scalars that equaled the hidden width (`embedding_size` in squeezebert, `pooler_output_size`, a depthwise
   convolution's `upsample_groups`) follow it;
 - window sizes are capped, not raised, so the small image still covers every stage's window (a window given

@@ -67,6 +67,8 @@ def generate_inputs(specs: Sequence[TensorSpec], sizes: dict[str, int], seed: in
             arr = np.tile(np.arange(offset, offset + shape[-1]).astype(dtype), (*shape[:-1], 1))
         elif kind == "zeros":
             arr = np.zeros(shape, dtype=dtype)
+        elif kind == "boxes":  # layout boxes: x0 <= x1, y0 <= y1 within [0, scale]
+            arr = boxes(rng, shape, float(spec.fill.get("scale", 1000))).astype(dtype)
         elif kind in GRID_KINDS:  # an image grid and what a packed-patch vision encoder computes from it
             arr = derive(kind, spec.fill.get("params") or {}, sizes).astype(dtype)
             if arr.shape != shape:
@@ -76,6 +78,19 @@ def generate_inputs(specs: Sequence[TensorSpec], sizes: dict[str, int], seed: in
             arr = rng.standard_normal(size=shape).astype(dtype)
         feeds[spec.name] = arr
     return feeds
+
+
+def boxes(rng: np.random.Generator, shape: tuple[int, ...], scale: float) -> np.ndarray:
+    """Random boxes over a page of side `scale`, one per position of `shape[:-1]`: the last axis holds
+    (x0, y0, x1, y1) with x0 <= x1 and y0 <= y1, or, when it has 8 entries, the four corners of the box
+    clockwise from the top left (x0, y0, x1, y0, x1, y1, x0, y1)."""
+    corner = rng.uniform(0, 0.5, size=(*shape[:-1], 2))
+    extent = rng.uniform(0, 0.5, size=(*shape[:-1], 2))
+    x0, y0 = corner[..., 0], corner[..., 1]
+    x1, y1 = x0 + extent[..., 0], y0 + extent[..., 1]
+    parts = (x0, y0, x1, y0, x1, y1, x0, y1) if shape[-1] == 8 else (x0, y0, x1, y1)[: shape[-1]]
+    values = np.stack(parts, axis=-1) * scale
+    return np.round(values) if scale >= 100 else values
 
 
 def load_npz(path: str | Path) -> dict[str, np.ndarray]:
