@@ -81,6 +81,8 @@ def build_report(rows: list[dict[str, Any]], *, duration_s: float | None = None,
             # CPU time the workers spent per type (rows that measured it): what an idle machine would need
             "cpu_seconds": round(sum(r.get("cpu_seconds", 0.0) for r in rows), 1),
             "cpu_measured": sum("cpu_seconds" in r for r in rows),
+            # types stopped by the limit or a crash measured no CPU time: the wall time they held a worker
+            "unmeasured_seconds": round(sum(r.get("seconds") or 0.0 for r in rows if "cpu_seconds" not in r), 1),
         },
         "not_probed": [t for t in planned or [] if t not in {r["model_type"] for r in rows}],
         "failure_classes": sorted(({"class": k, "count": len(v), "model_types": v} for k, v in classes.items()),
@@ -127,10 +129,14 @@ def to_markdown(report: dict[str, Any]) -> str:
     if s.get("cpu_measured") and report.get("jobs"):
         total = s["model_types"] + len(report.get("not_probed") or [])
         mean = s["cpu_seconds"] / s["cpu_measured"]
+        unmeasured = s.get("unmeasured_seconds", 0.0)
+        others = s["model_types"] - s["cpu_measured"]
+        spent = s["cpu_seconds"] + unmeasured + mean * len(report.get("not_probed") or [])
         lines += [f"The workers used {s['cpu_seconds']:.0f} CPU seconds for the {s['cpu_measured']} types that "
-                  f"measured it ({mean:.1f} s per type): a run of all {total} types on an idle machine with "
-                  f"--jobs {report['jobs']} would take about {total * mean / report['jobs'] / 60:.0f} min "
-                  "(a projection from CPU time; the wall time above is what this shared machine gave).", ""]
+                  f"measured it ({mean:.1f} s per type), and the {others} stopped by the limit or a crash held a "
+                  f"worker {unmeasured:.0f} s more: a run of all {total} types on an idle machine with "
+                  f"--jobs {report['jobs']} would take about {spent / report['jobs'] / 60:.0f} min "
+                  "(a projection from those times; the wall time above is what this shared machine gave).", ""]
     if report.get("not_probed"):
         lines += [f"**Incomplete run: {len(report['not_probed'])} more model types were not probed yet**: "
                   + ", ".join(report["not_probed"]) + ".", ""]
