@@ -280,8 +280,9 @@ def _split_constants(spec: ArchSpec) -> ArchSpec:
 def constant_values(spec: ArchSpec) -> dict[str, Any]:
     """The values of `spec.constant_inputs` at the trace shape, as nested Python lists
     (`image_sizes=[[56, 56], [56, 56]]`), as the manifest records them. The wrapper passes them as constant
-    tensors (cache_wrapper.make_wrapper): not graph inputs, so a model that reads them as Python numbers
-    traces with those numbers instead of data-dependent sizes."""
+    int64 tensors, or as plain lists where the models take lists (cache_wrapper.make_wrapper): not graph
+    inputs, so a model that reads them as Python numbers traces with those numbers instead of data-dependent
+    sizes."""
     from tracefuse.validation.inputs import generate_inputs
 
     if not spec.constant_inputs:
