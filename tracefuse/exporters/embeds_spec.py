@@ -19,6 +19,7 @@ from typing import Any
 
 from tracefuse.artifact import TensorSpec
 from tracefuse.errors import ExportError
+from tracefuse.exporters.media_rank import eager_error
 
 logger = logging.getLogger(__name__)
 
@@ -60,17 +61,6 @@ def declared_widths(config: Any) -> list[int]:
     return found
 
 
-def _runs(module: Any, feeds: dict[str, Any]) -> str | None:
-    import torch
-
-    try:
-        with torch.no_grad():
-            module(**feeds)
-    except Exception as exc:  # noqa: BLE001 - any failure means: not this layout, width or length
-        return f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
-    return None
-
-
 def _tensor(batch: int, width: int, length: int, channels_first: bool, seed: int) -> Any:
     import torch
 
@@ -94,17 +84,17 @@ def vector_fields(module: Any, config: Any, name: str, model_type: str) -> dict[
         if others:  # the other vector inputs: the first width (shared) that lets the forward run
             for candidate in other_widths:
                 trial = {**feeds, **{o: _tensor(2, candidate, length // 2, channels_first, 1) for o in others}}
-                if _runs(module, trial) is None:
+                if eager_error(module, trial) is None:
                     feeds = trial
                     break
-        error = _runs(module, feeds)
+        error = eager_error(module, feeds)
         if error is not None:
             errors.setdefault(layout, error)
             continue
         longer = {k: _tensor(2, v.shape[1] if channels_first else v.shape[2],
                              (v.shape[2] if channels_first else v.shape[1]) + LENGTH_STEP, channels_first, 2)
                   for k, v in feeds.items()}
-        dynamic = _runs(module, longer) is None
+        dynamic = eager_error(module, longer) is None
         return _fields(name, feeds, channels_first, dynamic, model_type)
     raise ExportError(
         f"model type '{model_type}' fails on generated '{name}' vectors of widths {widths} in both layouts",

@@ -14,6 +14,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from tracefuse.artifact import TensorSpec
+from tracefuse.exporters.media_rank import eager_error
 from tracefuse.exporters.media_spec import DECODER_LENGTHS
 
 if TYPE_CHECKING:
@@ -53,11 +54,9 @@ def with_boxes(spec: ArchSpec, loaded: LoadedModel) -> ArchSpec:
     for dtype, scale in _CANDIDATES:
         boxes = _box_spec(dtype, scale, width)
         trial = {**feeds, BOXES: torch.from_numpy(generate_inputs((boxes,), sizes)[BOXES])}
-        try:
-            with torch.no_grad():
-                loaded.module(**trial)
-        except Exception as exc:  # noqa: BLE001 - any failure: try the next kind of coordinates
-            errors.append(f"{dtype}: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:120]}")
+        error = eager_error(loaded.module, trial)
+        if error is not None:  # try the next kind of coordinates
+            errors.append(f"{dtype}: {error}")
             continue
         logger.info("%s: layout boxes %s on a page of %g", loaded.model_type, dtype, scale)
         return dataclasses.replace(spec, inputs=(*spec.inputs, boxes))

@@ -40,8 +40,9 @@ def extra_axis_size(config: Any) -> int:
     return 1
 
 
-def _runs(module: Any, feeds: dict[str, Any]) -> str | None:
-    """None when the eager forward runs on `feeds`, else its error in one line."""
+def eager_error(module: Any, feeds: dict[str, Any]) -> str | None:
+    """None when the eager forward runs on `feeds`, else its error in one line (the probes that ask the model
+    which inputs it takes share this)."""
     import torch
 
     try:
@@ -60,11 +61,11 @@ def wants_extra_axis(module: Any, name: str, shape: tuple[int, ...], size: int,
 
     generator = torch.Generator().manual_seed(0)
     usual = torch.randn(*shape, generator=generator)
-    error = _runs(module, {**(other_feeds or {}), name: usual})
+    error = eager_error(module, {**(other_feeds or {}), name: usual})
     if error is None:
         return False
     longer = torch.randn(shape[0], size, *shape[1:], generator=generator)
-    second = _runs(module, {**(other_feeds or {}), name: longer})
+    second = eager_error(module, {**(other_feeds or {}), name: longer})
     if second is not None and not (_is_rank_error(error, len(shape)) and not _is_rank_error(second, len(shape) + 1)):
         return False
     logger.info("%s: %d-d input fails (%s); with an axis of %d after batch it runs", name, len(shape), error, size)
