@@ -11,7 +11,7 @@ from tracefuse.exporters.tiny_experts import expert_kwargs
 from tracefuse.exporters.tiny_layers import read_field
 from tracefuse.exporters.tiny_rules import consistency_kwargs
 from tracefuse.exporters.tiny_stages import stage_kwargs, sub_config_kwargs
-from tracefuse.exporters.tiny_ties import list_end_ties, width_tie_kwargs
+from tracefuse.exporters.tiny_ties import list_end_ties, width_list_ties, width_tie_kwargs
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,8 @@ def tiny_config_kwargs(config: Any, nested: bool = False) -> dict[str, Any]:
     kwargs.update(special_token_kwargs(config))  # the vocabulary may be the text_config's: shrunk all the same
     # per-stage lists, tied widths, window/patch caps, nested configs (tiny_stages explains the rules)
     kwargs.update(stage_kwargs(config, kwargs.get("hidden_size", HIDDEN), keep_outputs=nested))
-    kwargs.update(list_end_ties(config, kwargs))  # a hidden width equal to a width list's first or last entry
+    kwargs.update(list_end_ties(config, kwargs))  # a hidden width equal to a width list's first entry
+    kwargs.update(width_list_ties(config, kwargs))  # width lists ending at, or summing to, the hidden width
     kwargs.update(consistency_kwargs(config, kwargs, HIDDEN, HEADS))  # layer_types, head_dim, mrope, ssm heads
     kwargs.update(expert_kwargs({k: v for k, v in vars(config).items() if not k.startswith("_")}, FFN))
     kwargs.update(sub_config_kwargs(config, tiny_config_kwargs))
@@ -200,6 +201,24 @@ def special_token_kwargs(config: Any) -> dict[str, Any]:
     return kwargs
 
 
+WIDER_TRIES = 3  # a vanished derived size doubles the hidden width at most this many times (32 -> 256)
+
+
+def vanished_sizes(default: Any, config: Any, kwargs: dict[str, Any]) -> list[str]:
+    """Sizes the config derives from its width (not set by the shrink) that were at least 2 by default and are
+    below 2 in the shrunk config: bros' per-coordinate sinusoid width, hidden / 4 / 8, is 1 at width 32 and
+    its embedding then has no frequencies at all."""
+    gone = []
+    for name, value in vars(config).items():
+        before = vars(default).get(name)
+        if name.startswith("_") or name in kwargs or not (isinstance(value, int) and isinstance(before, int)) \
+                or isinstance(value, bool) or isinstance(before, bool):
+            continue
+        if before >= 2 > value >= 0 and ("dim" in name or "size" in name):
+            gone.append(name)
+    return gone
+
+
 def tiny_config(model_type: str):
     """A small Transformers config for `model_type`; raises SourceError for an unknown type."""
     from transformers import AutoConfig
@@ -219,7 +238,16 @@ def tiny_config(model_type: str):
     kwargs.update(width_tie_kwargs(default, kwargs))  # widths repeated in other nested configs (tiny_ties)
     logger.debug("tiny %s: %s", model_type, kwargs)
     try:
-        return AutoConfig.for_model(model_type, **kwargs)
+        config = AutoConfig.for_model(model_type, **kwargs)
+        for _ in range(WIDER_TRIES):  # a size the config derives from the width vanished: a wider width
+            gone = vanished_sizes(default, config, kwargs)
+            if not gone or not isinstance(kwargs.get("hidden_size"), int):
+                break
+            kwargs["hidden_size"] *= 2
+            logger.info("tiny %s: %s fell below 2 at this width; hidden_size %d", model_type, ", ".join(gone),
+                        kwargs["hidden_size"])
+            config = AutoConfig.for_model(model_type, **kwargs)
+        return config
     except Exception as exc:  # noqa: BLE001 - a config's validator raises ValueError or a wrapper of it
         heads = kwargs.get("num_attention_heads", HEADS)
         if "num_key_value_heads" not in str(exc) or kwargs.get("num_key_value_heads") in (None, heads):

@@ -14,6 +14,8 @@ fields breaks them. These rules restore each relation from what the fields mean 
 - multimodal rotary sections (`mrope_section`, in `rope_scaling` or `rope_parameters`) are rescaled so that
   they still sum to half the rotary size (the head, or its partial rotary factor, with a wider head where the
   rotary part would hold fewer pairs than sections);
+- multi-head latent attention's head sizes shrink together; `head_dim` stays what the default made it: the
+  rotary part (deepseek) or the whole query head of a partial-rotary config (mistral4);
 - state-space head counts (`mamba_n_heads`, `ssm_num_heads`…, and a pure state-space config's `num_heads`)
   become a divisor of the shrunk inner width, an explicit state-space head size follows them, and head
   groups divide them.
@@ -201,8 +203,11 @@ def _latent_attention(config: Any, kwargs: dict[str, Any], head_dim: int) -> dic
     changes.update({name: 2 * head_dim for name in _LATENT_RANKS if _is_int(fields.get(name))})
     if _is_int(fields.get("qk_head_dim")):
         changes["qk_head_dim"] = changes.get("qk_nope_head_dim", 0) + changes["qk_rope_head_dim"]
-    if "head_dim" in fields:
-        changes["head_dim"] = changes["qk_rope_head_dim"]  # the rotary embedding is sized by head_dim
+    if "head_dim" in fields:  # the rotary embedding is sized by head_dim: the rotary part, or (with a partial
+        # rotary factor, mistral4) the whole query head, whichever the default config made it
+        whole = fields.get("qk_nope_head_dim", 0) + fields["qk_rope_head_dim"]
+        changes["head_dim"] = changes["qk_rope_head_dim"] + (
+            changes.get("qk_nope_head_dim", 0) if fields["head_dim"] == whole != fields["qk_rope_head_dim"] else 0)
     if _is_int(fields.get("num_key_value_heads")) and "num_attention_heads" in kwargs:
         changes["num_key_value_heads"] = kwargs["num_attention_heads"]
     if "num_experts_per_tok" in fields and fields["num_experts_per_tok"] is None and _is_int(

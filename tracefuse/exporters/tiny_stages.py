@@ -15,7 +15,11 @@ mean, read from their names and values, never from the model type:
   out_channels[i]` still holds) to a multiple of 8, which every stage's head count divides;
 - scalars that equaled the hidden width (`embedding_size` in squeezebert, `pooler_output_size`, a depthwise
   convolution's `upsample_groups`) follow it;
-- window sizes are capped, not raised, so the small image still covers every stage's window (a window given
+- a group normalization's `num_groups` becomes a divisor of 8 (every shrunk width is a multiple of 8); a pair
+  of ratios that describes the parts of a block (`assign_mlp_ratio`) is not a list of stage transitions;
+- a head width the default states already multiplied by the width coefficient (`hidden_dim`) is divided by
+  it when the coefficient is reset to 1;
+- window sizes and the number of windows an image is cut into are capped, not raised, so the small image still covers every stage's window (a window given
   in pixels over merged patches, a multiple of the patch size, is kept); patch sizes are kept (levit's is
   the stride of its fixed convolution stem);
 - nested configs are shrunk with the same rules; a timm backbone is replaced by the config's own
@@ -25,6 +29,7 @@ mean, read from their names and values, never from the model type:
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -42,7 +47,9 @@ _STAGE_COUNTS = ("num_stages", "num_encoder_blocks", "num_layers")
 # Capped, never raised: a window of 7 over a 4x4 grid must stay valid, and a 32-letter CTC vocabulary
 # (wav2vec2) stays 32. Patch sizes are kept: one can be the stride of a hard-coded stem (levit: 16). A
 # detector's object queries are fewer than the anchors of a small image (rt_detr picks its top 300).
-_CAPS = {"window_size": 4, "vocab_size": 1000, "num_queries": 32}
+# A count of windows an image is cut into (lw_detr's 16, a square) must still fit the small image: 4 (2 x 2).
+_CAPS = {"window_size": 4, "vocab_size": 1000, "num_queries": 32, "num_windows": 4}
+GROUP_WIDTH = 8  # every shrunk stage width is a multiple of 8: a group-norm group count must divide it
 
 
 def _is_int(value: Any) -> bool:
@@ -66,6 +73,23 @@ def _fields(config: Any) -> dict[str, Any]:
 
 def _is_width(name: str) -> bool:
     return any(word in name for word in _WIDTH_WORDS) and "kernel" not in name and "stride" not in name
+
+
+def _ratio_pair(name: str, value: list[Any]) -> bool:
+    """Two ratios that are not per stage but per part of a block (groupvit's `assign_mlp_ratio`: tokens and
+    channels), even where the model has three stages and so two transitions."""
+    return "ratio" in name and len(value) == 2 and any(isinstance(v, float) for v in value)
+
+
+def _group_count(fields: dict[str, Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A group normalization's `num_groups` (bit's 32) must divide every channel width; the shrunk widths are
+    multiples of 8 (bottlenecks a quarter of a stage's width are rounded up to 8), so the count becomes its
+    largest divisor of 8."""
+    groups = fields.get("num_groups")
+    shrunk = any(_is_width(k) and isinstance(v, list) for k, v in kwargs.items())
+    if not (_is_int(groups) and groups > 1 and shrunk and GROUP_WIDTH % groups):
+        return {}
+    return {"num_groups": math.gcd(groups, GROUP_WIDTH)}
 
 
 def _round8(value: float) -> int:
@@ -99,7 +123,7 @@ def stage_kwargs(config: Any, hidden: int, keep_outputs: bool = False) -> dict[s
              if _stage_list(k, v) and (stages or layers is None or len(v) != layers or layers < 3)}
     if stages and keep < stages:
         for name, value in list(lists.items()):
-            if len(value) in (stages, stages - 1):
+            if len(value) == stages or (len(value) == stages - 1 and not _ratio_pair(name, value)):
                 lists[name] = value[: keep - (stages - len(value))]
         for name, value in fields.items():  # transitions between stages given as lists of lists (levit down_ops)
             if isinstance(value, list) and len(value) == stages - 1 and all(isinstance(v, list) for v in value):
@@ -128,6 +152,11 @@ def stage_kwargs(config: Any, hidden: int, keep_outputs: bool = False) -> dict[s
             kwargs[name] = hidden  # tied to the hidden width (embedding_size, pooler_output_size, depthwise groups)
         elif isinstance(value, float) and name.endswith("_coefficient") and value > 1:
             kwargs[name] = 1.0  # width/depth multipliers (efficientnet) would re-grow what was shrunk
+            head = fields.get("hidden_dim")
+            if name == "width_coefficient" and _is_int(head) and head % value == 0:
+                # the head width the default states already multiplied (efficientnet's 2560: the model builds
+                # round(1280 x coefficient) channels and normalizes hidden_dim of them): the unmultiplied width
+                kwargs["hidden_dim"] = int(head / value)
         elif name == "embed_dim" and _is_int(value) and stages:
             kwargs[name] = FIRST_WIDTH  # the first stage's width (swin)
     for name, cap in _CAPS.items():
@@ -137,6 +166,7 @@ def stage_kwargs(config: Any, hidden: int, keep_outputs: bool = False) -> dict[s
             continue  # a window in pixels over merged patches (qwen2.5-VL's 112 = 8 × 14, merged 2 × 2): kept
         if _is_int(fields.get(name)):
             kwargs[name] = min(fields[name], cap)
+    kwargs.update(_group_count(fields, kwargs))
     return kwargs
 
 

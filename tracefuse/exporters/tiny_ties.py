@@ -19,6 +19,10 @@ A detector's own lists of channel widths are made of its backbone's stage widths
 the widths of the stages it reads) or of its hidden width (`decoder_in_channels`): such a list, when every
 entry is the default of a shrunk width, takes the new values (the hidden width first, then the stage widths
 of the nested configs, position by position).
+
+A width list the shrink left alone that the default builds from the hidden width (it ends at it: a matcher's
+`out_features` of integer widths; or its entries sum to it: reformer's `axial_pos_embds_dim`) is scaled in
+proportion to the new hidden width (`width_list_ties`).
 """
 
 from __future__ import annotations
@@ -172,4 +176,43 @@ def list_end_ties(config: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
                 changes[width] = new[0]
                 logger.info("%s follows the first entry of %s: %d", width, name, new[0])
                 break
+    return changes
+
+
+def _scaled_to(values: list[int], total: int, last: bool) -> list[int]:
+    """`values` scaled so that their last entry (`last`) or their sum becomes `total`, each at least 1."""
+    whole = values[-1] if last else sum(values)
+    out = [max(1, round(v * total / whole)) for v in values]
+    if last:
+        out[-1] = total
+    else:
+        out[-1] += total - sum(out)
+    return out
+
+
+def width_list_ties(config: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Lists of widths the shrink left alone that the default config builds from its hidden width: one that
+    ends at it (efficientloftr's `out_features` of integer channel widths: the last stage is the hidden
+    width) or one whose entries sum to it (reformer's `axial_pos_embds_dim`: the position embedding is the
+    concatenation of its axes' parts). Each is scaled, in proportion, to the shrunk hidden width."""
+    from tracefuse.exporters.tiny_layers import read_field
+
+    changes: dict[str, Any] = {}
+    for width in WIDTHS:
+        old, new = read_field(config, width), kwargs.get(width)
+        if not (_is_int(old) and _is_int(new)) or old == new:
+            continue
+        for name, value in vars(config).items():
+            if name.startswith("_") or name in kwargs or not _int_list(value) or len(value) < 2:
+                continue
+            if not (name == "out_features" or _is_width_list(name) or name.endswith(("_dim", "_dims"))):
+                continue
+            if value[-1] == old and value[-1] >= max(value):
+                changes[name] = _scaled_to(list(value), new, last=True)
+            elif sum(value) == old:
+                changes[name] = _scaled_to(list(value), new, last=False)
+            else:
+                continue
+            logger.info("tiny: %s %s follows %s %d -> %d: %s", name, list(value), width, old, new, changes[name])
+        break
     return changes
