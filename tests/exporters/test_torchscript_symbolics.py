@@ -1,4 +1,5 @@
-"""The TorchScript exporter's missing translations (aten::diff, aten::histc, boolean aten::cumsum) match PyTorch
+"""The TorchScript exporter's missing translations (aten::diff, aten::histc, boolean aten::cumsum,
+aten::unfold over a dynamic axis, aten::movedim with negative dims) match PyTorch
 on ONNX Runtime."""
 
 from __future__ import annotations
@@ -56,3 +57,29 @@ def test_mixture_of_experts_traces_with_batched_experts_and_keeps_its_setting(tm
     with _batched_experts(model):
         assert model.config._experts_implementation == "batched_mm"
     assert model.config._experts_implementation == "grouped_mm"
+
+
+class _Windows(torch.nn.Module):
+    def forward(self, x):
+        blocks = x.unfold(1, 4, 2)  # over the dynamic length: gathered windows
+        return (blocks, torch.movedim(blocks, source=-1, destination=2).contiguous(),  # a negative source
+                x.unfold(-1, 3, 3),  # over a static axis: torch's own translation
+                torch.movedim(x, 0, -1))
+
+
+def test_unfold_over_a_dynamic_length_and_movedim_with_negative_dims_match_pytorch_at_two_shapes():
+    register_symbolics(18)
+    buffer = io.BytesIO()
+    torch.onnx.export(_Windows(), (torch.randn(2, 11, 3, 6),), buffer, dynamo=False, opset_version=18,
+                      input_names=["x"], dynamic_axes={"x": {0: "batch", 1: "length"}})
+    session = ort.InferenceSession(buffer.getvalue())
+    for shape in ((2, 11, 3, 6), (3, 16, 3, 6)):  # the second: more windows than the traced input had
+        x = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
+        for want, got in zip(_Windows()(x), session.run(None, {"x": x.numpy()}), strict=True):
+            assert got.shape == tuple(want.shape)
+            np.testing.assert_array_equal(got, want.numpy())
+
+
+def test_an_audio_conformer_with_windowed_attention_validates_with_torchscript(tmp_path):
+    row = probe("gemma3n_audio", "feature-extraction", tmp_path, exporters=("torchscript",))
+    assert row["status"] == "validated", row  # unfold over the frames, movedim(-1, 2), a padding mask

@@ -9,6 +9,14 @@
 - `aten::cumsum` of booleans (the same check counts sequence starts with `(diff != 1).cumsum(-1)`): PyTorch
   sums booleans and small integers as int64, and ONNX's CumSum takes no booleans, so the input is cast first.
 
+- `aten::unfold` over an axis whose length is dynamic (sliding windows of a conformer's local attention: gemma3n's
+  audio encoder; image patches of idefics): torch's translation needs the length, this one gathers the windows
+  at indices `start * step + offset` and moves the window's own axis last; a static length keeps torch's own,
+  given the axis counted from the front (torch's leaves the window axis in place for a negative one).
+
+- `aten::movedim` with a negative dimension: torch's translation writes the -1 into the Transpose's
+  permutation (ONNX Runtime then refuses the graph); dimensions are taken modulo the rank first.
+
 The dynamo exporter has its own translations (torchlib); these only fill the TorchScript exporter's gaps.
 """
 
@@ -70,6 +78,57 @@ def _cumsum(g, self, dim, dtype):
     return symbolic_opset11.cumsum(g, self, dim, dtype)  # torch's own translation for everything else
 
 
+def _unfold(g, self, dimension, size, step):
+    from torch.onnx import symbolic_helper as sh
+    from torch.onnx import symbolic_opset12
+
+    rank = sh._get_tensor_rank(self)
+    if rank is None or sh._is_value(sh._maybe_get_const(size, "i")) or sh._is_value(sh._maybe_get_const(step, "i")):
+        return symbolic_opset12.unfold(g, self, dimension, size, step)  # torch's own (it says what it lacks)
+    axis = sh._get_const(dimension, "i", "dimension") % rank
+    if sh._get_tensor_dim_size(self, axis) is not None:  # a static length: torch's own, given a non-negative
+        return symbolic_opset12.unfold(g, self, axis, size, step)  # axis (it leaves the window axis misplaced
+        # for -1)
+    width, stride = sh._get_const(size, "i", "size"), sh._get_const(step, "i", "step")
+    length = g.op("Gather", g.op("Shape", self), g.op("Constant", value_t=torch.tensor(axis)), axis_i=0)
+    windows = g.op("Add", g.op("Div", g.op("Sub", length, g.op("Constant", value_t=torch.tensor(width))),
+                               g.op("Constant", value_t=torch.tensor(stride))), g.op("Constant", value_t=torch.tensor(1)))
+    starts = g.op("Mul", g.op("Range", g.op("Constant", value_t=torch.tensor(0)), windows,
+                              g.op("Constant", value_t=torch.tensor(1))), g.op("Constant", value_t=torch.tensor(stride)))
+    index = g.op("Add", g.op("Unsqueeze", starts, g.op("Constant", value_t=torch.tensor([1]))),
+                 g.op("Constant", value_t=torch.arange(width).unsqueeze(0)))  # [windows, size]
+    gathered = g.op("Gather", self, index, axis_i=axis)  # the window axis, then the size axis, at `axis`
+    perm = [d for d in range(rank + 1) if d != axis + 1] + [axis + 1]  # the size axis last, as in PyTorch
+    out = g.op("Transpose", gathered, perm_i=perm)
+    sizes = sh._get_tensor_sizes(self)  # the rank and the known sizes, for the translations of the ops after it
+    if sizes is not None and self.type().dtype() is not None:
+        out.setType(self.type().with_sizes([*sizes[:axis], None, *sizes[axis + 1:], width]))
+    return out
+
+
+def _dims(value, rank: int) -> list[int]:
+    from torch.onnx import symbolic_helper as sh
+
+    dims = sh._maybe_get_const(value, "t")  # an int (movedim.int) or a list (movedim.intlist), as a tensor
+    flat = dims.reshape(-1).tolist() if isinstance(dims, torch.Tensor) else [dims] if isinstance(dims, int) else dims
+    return [int(d) % rank for d in flat]
+
+
+def _movedim(g, self, source, destination):
+    from torch.onnx import symbolic_helper as sh
+
+    rank = sh._get_tensor_rank(self)
+    if rank is None:
+        return sh._unimplemented("movedim", "an input of unknown rank", self)
+    src, dst = _dims(source, rank), _dims(destination, rank)
+    perm: list[int | None] = [None] * rank
+    for a, b in zip(src, dst, strict=True):
+        perm[b] = a
+    rest = iter(d for d in range(rank) if d not in src)
+    perm = [next(rest) if p is None else p for p in perm]
+    return self if perm == list(range(rank)) else g.op("Transpose", self, perm_i=perm)
+
+
 def register_symbolics(opset: int) -> None:
     """Register the translations above for `opset` (once per process and opset)."""
     if opset in _registered:
@@ -77,4 +136,6 @@ def register_symbolics(opset: int) -> None:
     torch.onnx.register_custom_op_symbolic("aten::diff", _diff, opset)
     torch.onnx.register_custom_op_symbolic("aten::histc", _histc, opset)
     torch.onnx.register_custom_op_symbolic("aten::cumsum", _cumsum, opset)
+    torch.onnx.register_custom_op_symbolic("aten::unfold", _unfold, opset)
+    torch.onnx.register_custom_op_symbolic("aten::movedim", _movedim, opset)
     _registered.add(opset)
