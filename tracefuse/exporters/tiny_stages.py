@@ -19,9 +19,9 @@ mean, read from their names and values, never from the model type:
   of ratios that describes the parts of a block (`assign_mlp_ratio`) is not a list of stage transitions;
 - a head width the default states already multiplied by the width coefficient (`hidden_dim`) is divided by
   it when the coefficient is reset to 1;
-- window sizes and the number of windows an image is cut into are capped, not raised, so the small image still covers every stage's window (a window given
-  in pixels over merged patches, a multiple of the patch size, is kept); patch sizes are kept (levit's is
-  the stride of its fixed convolution stem);
+- window sizes and the number of windows an image is cut into are capped, not raised, so the small image
+  still covers every stage's window (a window given in pixels over merged patches, a multiple of the patch
+  size, is kept); patch sizes are kept (levit's is the stride of its fixed convolution stem);
 - nested configs are shrunk with the same rules; a timm backbone is replaced by the config's own
   Transformers default backbone (so no timm is needed, and it is shrunk too).
 """

@@ -90,12 +90,13 @@ def _unfold(g, self, dimension, size, step):
         return symbolic_opset12.unfold(g, self, axis, size, step)  # axis (it leaves the window axis misplaced
         # for -1)
     width, stride = sh._get_const(size, "i", "size"), sh._get_const(step, "i", "step")
-    length = g.op("Gather", g.op("Shape", self), g.op("Constant", value_t=torch.tensor(axis)), axis_i=0)
-    windows = g.op("Add", g.op("Div", g.op("Sub", length, g.op("Constant", value_t=torch.tensor(width))),
-                               g.op("Constant", value_t=torch.tensor(stride))), g.op("Constant", value_t=torch.tensor(1)))
-    starts = g.op("Mul", g.op("Range", g.op("Constant", value_t=torch.tensor(0)), windows,
-                              g.op("Constant", value_t=torch.tensor(1))), g.op("Constant", value_t=torch.tensor(stride)))
-    index = g.op("Add", g.op("Unsqueeze", starts, g.op("Constant", value_t=torch.tensor([1]))),
+    def const(value):
+        return g.op("Constant", value_t=torch.tensor(value))
+
+    length = g.op("Gather", g.op("Shape", self), const(axis), axis_i=0)
+    windows = g.op("Add", g.op("Div", g.op("Sub", length, const(width)), const(stride)), const(1))
+    starts = g.op("Mul", g.op("Range", const(0), windows, const(1)), const(stride))
+    index = g.op("Add", g.op("Unsqueeze", starts, const([1])),
                  g.op("Constant", value_t=torch.arange(width).unsqueeze(0)))  # [windows, size]
     gathered = g.op("Gather", self, index, axis_i=axis)  # the window axis, then the size axis, at `axis`
     perm = [d for d in range(rank + 1) if d != axis + 1] + [axis + 1]  # the size axis last, as in PyTorch
