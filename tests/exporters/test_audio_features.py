@@ -44,3 +44,19 @@ def test_a_feature_projection_width_counts_as_the_mel_bins():
     from tracefuse.exporters.tiny import tiny_config
 
     assert mel_bins(tiny_config("wav2vec2-bert")) == 160  # feature_projection_input_dim: 80 mels x 2 stacked
+
+
+def test_a_padding_mask_is_true_at_the_padded_frames_and_the_encoder_validates(tmp_path):
+    import numpy as np
+
+    from tracefuse.artifact import TensorSpec
+    from tracefuse.validation.inputs import generate_inputs
+
+    spec = TensorSpec("audio_mel_mask", "bool", ("batch", "frames"), {"kind": "padding"})
+    mask = generate_inputs((spec,), {"batch": 3, "frames": 10})["audio_mel_mask"]
+    assert mask.dtype == np.bool_ and not mask[0].any()  # the first row whole: nothing padded
+    assert mask[1, -3:].all() and not mask[1, :-3].any() and mask[2, -6:].all()  # later rows padded at the end
+    # gemma3n's audio encoder takes its mel frames with such a mask (masked_fill where True)
+    result = api.export("tiny:gemma3n_audio", tmp_path / "g", task="feature-extraction", exporter="torchscript")
+    assert result.report is not None and result.report["passed"], result.report
+    assert "audio_mel_mask" in _graph_inputs(result)

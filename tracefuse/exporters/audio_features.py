@@ -25,6 +25,8 @@ _SUB_CONFIGS = ("audio_config", "encoder_config", "audio_encoder_config", "speec
 FRAMES = (64, 96, 128)  # tried in turn; a model with fixed positions also gets its own length
 FRAME_STEP = 32  # the second validation length is this many frames longer (a multiple of common subsamplings)
 MASK_INPUTS = ("input_features_mask", "feature_attention_mask", "audio_attention_mask", "attention_mask")
+# boolean masks that are True at the padded frames (gemma3n's audio encoder masks with masked_fill(mask, 0))
+PADDING_MASK_INPUTS = ("audio_mel_mask",)
 
 
 def _configs(config: Any) -> list[Any]:
@@ -56,10 +58,13 @@ def _fixed_lengths(config: Any) -> list[int]:
 
 
 def _mask_specs(module: Any) -> tuple[TensorSpec, ...]:
-    """The frame mask the forward takes, if it takes one."""
+    """The frame mask the forward takes, if it takes one (a padding mask, True at padded frames, first)."""
     import inspect
 
     params = inspect.signature(module.forward).parameters
+    padding = next((n for n in PADDING_MASK_INPUTS if n in params), None)
+    if padding is not None:
+        return (TensorSpec(padding, "bool", ("batch", "frames"), {"kind": "padding"}),)
     name = next((n for n in MASK_INPUTS if n in params), None)
     return () if name is None else (TensorSpec(name, "int64", ("batch", "frames"), {"kind": "mask"}),)
 
@@ -74,8 +79,9 @@ def _runs(module: Any, config: Any, name: str, shape: tuple[int, ...], extras: t
 
     features = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
     feeds = {name: features}
-    for spec in extras:  # masks: all ones over [batch, frames]
-        feeds[spec.name] = torch.ones(shape[0], shape[frames_axis], dtype=torch.long)
+    for spec in extras:  # masks: every frame valid (all ones, or a padding mask all False)
+        valid = torch.ones(shape[0], shape[frames_axis], dtype=torch.long)
+        feeds[spec.name] = (valid == 0) if spec.fill.get("kind") == "padding" else valid
     if getattr(config, "is_encoder_decoder", False) and "decoder_input_ids" in inspect.signature(
             module.forward).parameters:
         feeds["decoder_input_ids"] = torch.zeros(shape[0], DECODER_LENGTHS[0], dtype=torch.long)

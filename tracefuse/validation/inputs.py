@@ -36,7 +36,8 @@ def concrete_shape(spec: TensorSpec, sizes: dict[str, int]) -> tuple[int, ...]:
 def generate_inputs(specs: Sequence[TensorSpec], sizes: dict[str, int], seed: int = 0) -> dict[str, np.ndarray]:
     """Seeded inputs for every spec at `sizes`; each input gets values its `fill` says make sense.
 
-    Masks keep the first row whole and pad the end of later rows, so the mask path is exercised.
+    Masks keep the first row whole and pad the end of later rows, so the mask path is exercised; a padding
+    mask ({"kind": "padding"}) is the same mask negated, True at the padded positions.
     Positions ({"kind": "positions", "offset_axis": "past_sequence"}) count on from the cached length.
     Token ids may start with a fixed `prefix` (media placeholder tokens), the same in every row.
     An image grid and its helpers (kinds in grid_fill.KINDS) follow from the sizes `grid_h` and `grid_w`.
@@ -53,13 +54,15 @@ def generate_inputs(specs: Sequence[TensorSpec], sizes: dict[str, int], seed: in
             prefix = spec.fill.get("prefix") or []  # fixed leading ids: a multimodal model's media placeholders
             if prefix and shape:
                 arr[..., : len(prefix)] = np.asarray(prefix[: shape[-1]], dtype=dtype)
-        elif kind == "mask":
+        elif kind in ("mask", "padding"):  # 1 where valid; "padding" is its negation (True at padded positions)
             arr = np.ones(shape, dtype=dtype)
             if len(shape) == 2:
                 for row in range(1, shape[0]):
                     pad = min(shape[1] - 1, 3 * row)
                     if pad > 0:
                         arr[row, shape[1] - pad:] = 0
+            if kind == "padding":
+                arr = (arr == 0).astype(dtype)
         elif kind == "bool":
             arr = rng.random(size=shape) > 0.5
         elif kind == "positions":  # positions of the new tokens, after `offset_axis` cached ones
