@@ -232,8 +232,8 @@ def resolve_spec(loaded: LoadedModel, use_cache: bool = True) -> ArchSpec:
         size = runnable_image_size(loaded.module, loaded.config, required_ids(loaded))
         extra = extra_axis(loaded, pixel_spec(loaded.config, dynamic=False, size=size))
         dynamic = overrides.get("dynamic_image_size")
-        if dynamic is None:
-            dynamic = runs_at_other_image_size(loaded.module, loaded.config, extra, size)
+        if dynamic is None:  # a (height, width) pair is the one size the model runs at: fixed
+            dynamic = isinstance(size, int) and runs_at_other_image_size(loaded.module, loaded.config, extra, size)
         spec = ArchSpec(loaded.model_type, loaded.task, dynamic_image_size=dynamic,
                         **vision_fields(loaded.config, dynamic, extra, size))
         noise = None if dynamic or extra else noise_input(loaded.module, loaded.config, size)

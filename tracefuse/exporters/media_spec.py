@@ -47,24 +47,31 @@ def image_size(config: Any) -> int:
     return int(size) if size else DEFAULT_IMAGE
 
 
-def pixel_spec(config: Any, dynamic: bool, extra: int = 0, size: int | None = None) -> TensorSpec:
+def _height_width(size: int | tuple[int, int]) -> tuple[int, int]:
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def pixel_spec(config: Any, dynamic: bool, extra: int = 0, size: int | tuple[int, int] | None = None) -> TensorSpec:
     """pixel_values [batch, channels, height, width] (height and width named when dynamic, else `size`, by
-    default the config's); with `extra`, an axis of that size after batch (frames of a video, images of a
-    stack)."""
+    default the config's: a side, or a (height, width) pair); with `extra`, an axis of that size after batch
+    (frames of a video, images of a stack)."""
     channels = int(getattr(image_config(config), "num_channels", 3))
     size = size or image_size(config)
-    shape: tuple[int | str, ...] = ("batch", channels) + (("height", "width") if dynamic else (size, size))
+    shape: tuple[int | str, ...] = ("batch", channels) + (("height", "width") if dynamic else _height_width(size))
     if extra:
         shape = (shape[0], extra, *shape[1:])
     return TensorSpec("pixel_values", "float32", shape, {"kind": "normal"})
 
 
-def runnable_image_size(module: Any, config: Any, other_feeds: dict[str, Any] | None = None) -> int:
+def runnable_image_size(module: Any, config: Any, other_feeds: dict[str, Any] | None = None,
+                        ) -> int | tuple[int, int]:
     """The image size to use: the config's `image_size` when it declares one and the PyTorch model runs on it
     (one image, with `other_feeds`, e.g. text ids of batch 1); else the first larger size of LARGER_IMAGES the
     model runs on: a detector whose last feature map falls to one pixel at DEFAULT_IMAGE (a group norm over it
     fails), or a network whose downsampling outgrows the shrunk image (mobilevitv2 at 32 px), needs a larger
-    image. When none runs, the config's size (or DEFAULT_IMAGE), so the export reports the model's error."""
+    image. A model that runs at no square image but at the (height, width) pair its config declares (mgp-str's
+    32 x 128 text line) gets that pair. When none runs, the config's size (or DEFAULT_IMAGE), so the export
+    reports the model's error."""
     declared = getattr(image_config(config), "image_size", None)
     start = image_size(config) if declared else 0
     if declared and _runs_at(module, config, start, other_feeds):
@@ -72,20 +79,23 @@ def runnable_image_size(module: Any, config: Any, other_feeds: dict[str, Any] | 
     for size in LARGER_IMAGES:
         if size > start and _runs_at(module, config, size, other_feeds):
             return size
+    if isinstance(declared, (list, tuple)) and len(declared) == 2 and declared[0] != declared[1] \
+            and _runs_at(module, config, _height_width(declared), other_feeds):
+        return _height_width(declared)
     return start or DEFAULT_IMAGE
 
 
-def _runs_at(module: Any, config: Any, size: int, other_feeds: dict[str, Any] | None) -> bool:
+def _runs_at(module: Any, config: Any, size: int | tuple[int, int], other_feeds: dict[str, Any] | None) -> bool:
     import torch
 
     channels = int(getattr(image_config(config), "num_channels", 3))
-    pixels = torch.randn(1, channels, size, size, generator=torch.Generator().manual_seed(0))  # batch 1:
+    pixels = torch.randn(1, channels, *_height_width(size), generator=torch.Generator().manual_seed(0))  # batch 1:
     # a norm over a one-pixel map fails only with a single image
     try:
         with torch.no_grad():
             module(pixel_values=pixels, **(other_feeds or {}))
     except Exception as exc:  # noqa: BLE001 - any failure: try a larger image
-        logger.info("the model fails at %dx%d: %s: %s", size, size, type(exc).__name__,
+        logger.info("the model fails at %s: %s: %s", _height_width(size), type(exc).__name__,
                     (str(exc).splitlines() or [""])[0][:160])
         return False
     return True
@@ -110,8 +120,10 @@ def runs_at_other_image_size(module: Any, config: Any, extra: int = 0, size: int
     return True
 
 
-def vision_fields(config: Any, dynamic: bool, extra: int = 0, size: int | None = None) -> dict[str, Any]:
-    """ArchSpec fields for a model whose main input is pixel_values (`extra` and `size` as in `pixel_spec`)."""
+def vision_fields(config: Any, dynamic: bool, extra: int = 0, size: int | tuple[int, int] | None = None,
+                  ) -> dict[str, Any]:
+    """ArchSpec fields for a model whose main input is pixel_values (`extra` and `size` as in `pixel_spec`; a
+    (height, width) pair only with fixed sizes)."""
     size = size or image_size(config)
     if dynamic:
         shapes = ({"batch": 1, "height": size, "width": size}, {"batch": 3, "height": size + 32, "width": size + 16})
@@ -198,7 +210,7 @@ def image_sizes_input(pixels: TensorSpec) -> TensorSpec:
     return TensorSpec(IMAGE_SIZES, "int64", ("batch", 2), {"kind": "int", "low": height, "high": height + 1})
 
 
-def noise_input(module: Any, config: Any, size: int | None = None) -> TensorSpec | None:
+def noise_input(module: Any, config: Any, size: int | tuple[int, int] | None = None) -> TensorSpec | None:
     """The `noise` a masked-image model draws per patch to choose the patches it keeps (vit_mae), as an input:
     `[batch, patches]` at the config's fixed image size, so ONNX Runtime and PyTorch mask the same patches
     instead of each drawing its own. None when the forward takes no `noise` or the config has no patch size."""
@@ -210,5 +222,5 @@ def noise_input(module: Any, config: Any, size: int | None = None) -> TensorSpec
     patch = patch[0] if isinstance(patch, (list, tuple)) else patch
     if not isinstance(patch, int) or patch <= 0:
         return None
-    return TensorSpec("noise", "float32", ("batch", ((size or image_size(config)) // patch) ** 2),
-                      {"kind": "normal"})
+    height, width = _height_width(size or image_size(config))
+    return TensorSpec("noise", "float32", ("batch", (height // patch) * (width // patch)), {"kind": "normal"})
