@@ -60,3 +60,13 @@ def test_a_padding_mask_is_true_at_the_padded_frames_and_the_encoder_validates(t
     result = api.export("tiny:gemma3n_audio", tmp_path / "g", task="feature-extraction", exporter="torchscript")
     assert result.report is not None and result.report["passed"], result.report
     assert "audio_mel_mask" in _graph_inputs(result)
+
+
+def test_a_text_and_audio_model_gets_the_waveform_it_requires_beside_its_ids(tmp_path):
+    # pe_audio scores a caption against a sound: input_values has no default; one channel, a fixed length
+    result = api.export("tiny:pe_audio", tmp_path / "p", task="feature-extraction", exporter="torchscript")
+    assert result.report is not None and result.report["passed"], result.report
+    inputs = _graph_inputs(result)
+    assert inputs["input_ids"] == ("batch", "sequence")
+    assert inputs["input_values"][0] == "batch" and inputs["input_values"][1] == 1
+    assert all(isinstance(d, int) for d in inputs["input_values"][1:])

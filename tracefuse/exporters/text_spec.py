@@ -50,7 +50,8 @@ def vocab_size(config: Any) -> int:
 
 def text_inputs(loaded: LoadedModel) -> tuple[TensorSpec, ...]:
     """The text inputs the forward takes (ids, mask, token types), with the fixed-size image a text-first
-    multimodal model also needs, its ids starting with that image's placeholders."""
+    multimodal model also needs, its ids starting with that image's placeholders, or the fixed-length
+    waveform a text-and-audio model requires."""
     config = getattr(loaded.config, "text_config", None) or loaded.config  # a multimodal model's text tower
     params = forward_params(loaded.module)
     specs = []
@@ -68,13 +69,30 @@ def text_inputs(loaded: LoadedModel) -> tuple[TensorSpec, ...]:
             fill = {"kind": "int", "low": 0, "high": type_vocab}
         specs.append(TensorSpec(name, "int64", ("batch", "sequence"), fill))
     specs += _side_inputs(loaded, config, params, specs)
-    paired = paired_image_inputs(loaded.config, params)
-    if paired and specs and specs[0].name == "input_ids":
+    paired = paired_image_inputs(loaded.config, params) or _required_waveform(loaded, specs)
+    if paired and specs and specs[0].name == "input_ids" and paired[0].name == "pixel_values":
         high = min(int(specs[0].fill["high"]), lowest_placeholder(loaded.config) or int(specs[0].fill["high"]))
         ids = random_ids(high)
         paired = (maybe_extra_axis(loaded, paired[0], {"input_ids": ids}), *paired[1:])
         specs[0] = with_image_placeholders(loaded, specs[0], paired[0], paired[1:])
     return tuple(specs) + paired
+
+
+WAVEFORM = "input_values"
+
+
+def _required_waveform(loaded: LoadedModel, specs: list[TensorSpec]) -> tuple[TensorSpec, ...]:
+    """The audio a text-and-audio model requires beside its ids (pe_audio scores a caption against a sound:
+    `input_values` has no default): a raw waveform of a fixed AUDIO_TRACE length, with the channel axis the
+    model wants (asked of it, see extra_axis); () when the forward does not require one."""
+    params = inspect.signature(loaded.module.forward).parameters
+    if WAVEFORM not in params or params[WAVEFORM].default is not inspect.Parameter.empty \
+            or not specs or specs[0].name != "input_ids":
+        return ()
+    wave = TensorSpec(WAVEFORM, "float32", ("batch", AUDIO_TRACE["samples"]), {"kind": "normal"})
+    high = min(int(specs[0].fill["high"]), lowest_placeholder(loaded.config) or int(specs[0].fill["high"]))
+    logger.info("%s requires a waveform beside its ids: %d samples", loaded.model_type, AUDIO_TRACE["samples"])
+    return (maybe_extra_axis(loaded, wave, {"input_ids": random_ids(high)}),)
 
 
 SIDE_OBJECTS = 8  # regions of a detector's features (lxmert's visual_feats), fixed
