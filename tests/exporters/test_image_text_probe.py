@@ -7,7 +7,7 @@ import torch
 
 from tracefuse import api
 from tracefuse.exporters.archspec import resolve_spec
-from tracefuse.exporters.media_spec import DEFAULT_IMAGE, runnable_image_size
+from tracefuse.exporters.media_spec import DEFAULT_IMAGE, LARGER_IMAGES, runnable_image_size
 from tracefuse.exporters.sources import load_source
 
 
@@ -82,3 +82,10 @@ def test_a_required_side_tower_s_ids_get_an_axis_of_their_own(tmp_path):
     graph = onnx.load(str(result.artifact.graph_path), load_external_data=False).graph
     outputs = {o.name for o in graph.output}  # the towers' outputs, named by tower
     assert {"vision_outputs.last_hidden_state", "qformer_outputs.last_hidden_state"} <= outputs, outputs
+
+
+def test_a_windowed_detector_that_runs_at_no_smaller_size_gets_512_pixels():
+    # rf_detr: 14-pixel patches cut into 4 x 4 windows and 32 queries picked among the patches run at 512 px
+    # and at none of 32, 64, 128, 256 (fewer patches than queries, or patches that do not split into windows)
+    spec = resolve_spec(load_source("tiny:rf_detr"))
+    assert 512 in LARGER_IMAGES and spec.inputs[0].name == "pixel_values" and spec.inputs[0].shape[-1] == 512

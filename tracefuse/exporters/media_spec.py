@@ -25,7 +25,7 @@ from tracefuse.exporters.naflex_spec import SPATIAL_SHAPES, naflex_inputs, takes
 logger = logging.getLogger(__name__)
 
 DEFAULT_IMAGE = 64
-LARGER_IMAGES = (DEFAULT_IMAGE, 128, 256)  # tried in turn when the config declares no image size
+LARGER_IMAGES = (DEFAULT_IMAGE, 128, 256, 512)  # tried in turn when the config declares no image size
 # Raw waveforms: a tiny feature extractor strides by 320 samples, so these give 14 and 24 frames.
 AUDIO_SHAPES = ({"batch": 1, "samples": 4800}, {"batch": 3, "samples": 8000})
 AUDIO_TRACE = {"batch": 2, "samples": 6400}
