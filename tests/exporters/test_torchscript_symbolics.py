@@ -1,5 +1,5 @@
 """The TorchScript exporter's missing translations (aten::diff, aten::histc, boolean aten::cumsum,
-aten::unfold over a dynamic axis, aten::movedim with negative dims) match PyTorch
+aten::unfold over a dynamic axis, aten::movedim and aten::permute with negative dims) match PyTorch
 on ONNX Runtime."""
 
 from __future__ import annotations
@@ -64,10 +64,11 @@ class _Windows(torch.nn.Module):
         blocks = x.unfold(1, 4, 2)  # over the dynamic length: gathered windows
         return (blocks, torch.movedim(blocks, source=-1, destination=2).contiguous(),  # a negative source
                 x.unfold(-1, 3, 3),  # over a static axis: torch's own translation
-                torch.movedim(x, 0, -1))
+                torch.movedim(x, 0, -1),
+                x.permute(0, -2, -1, 1))  # a mamba2-style scan's permute with negative dims
 
 
-def test_unfold_over_a_dynamic_length_and_movedim_with_negative_dims_match_pytorch_at_two_shapes():
+def test_unfold_over_a_dynamic_length_and_negative_dims_of_movedim_and_permute_match_pytorch_at_two_shapes():
     register_symbolics(18)
     buffer = io.BytesIO()
     torch.onnx.export(_Windows(), (torch.randn(2, 11, 3, 6),), buffer, dynamo=False, opset_version=18,
@@ -83,3 +84,8 @@ def test_unfold_over_a_dynamic_length_and_movedim_with_negative_dims_match_pytor
 def test_an_audio_conformer_with_windowed_attention_validates_with_torchscript(tmp_path):
     row = probe("gemma3n_audio", "feature-extraction", tmp_path, exporters=("torchscript",))
     assert row["status"] == "validated", row  # unfold over the frames, movedim(-1, 2), a padding mask
+
+
+def test_a_state_space_hybrid_validates_with_torchscript(tmp_path):
+    row = probe("nemotron_h", "feature-extraction", tmp_path, exporters=("torchscript",))
+    assert row["status"] == "validated", row  # its scan permutes with (0, -2, -1, 1)

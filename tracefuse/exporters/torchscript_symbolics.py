@@ -14,8 +14,9 @@
   at indices `start * step + offset` and moves the window's own axis last; a static length keeps torch's own,
   given the axis counted from the front (torch's leaves the window axis in place for a negative one).
 
-- `aten::movedim` with a negative dimension: torch's translation writes the -1 into the Transpose's
-  permutation (ONNX Runtime then refuses the graph); dimensions are taken modulo the rank first.
+- `aten::movedim` and `aten::permute` with negative dimensions (mamba2-style scans: `permute(0, -2, -1, 1)`):
+  torch's translations write them into the Transpose's permutation as they are (ONNX Runtime then refuses
+  the graph); dimensions are taken modulo the rank first.
 
 The dynamo exporter has its own translations (torchlib); these only fill the TorchScript exporter's gaps.
 """
@@ -130,6 +131,14 @@ def _movedim(g, self, source, destination):
     return self if perm == list(range(rank)) else g.op("Transpose", self, perm_i=perm)
 
 
+def _permute(g, self, dims):
+    from torch.onnx import symbolic_helper as sh
+
+    order = [int(d) for d in sh._get_const(dims, "is", "dims")]
+    order = [d % len(order) for d in order]  # a negative dimension counted from the end, as in PyTorch
+    return self if order == list(range(len(order))) else g.op("Transpose", self, perm_i=order)
+
+
 def register_symbolics(opset: int) -> None:
     """Register the translations above for `opset` (once per process and opset)."""
     if opset in _registered:
@@ -139,4 +148,5 @@ def register_symbolics(opset: int) -> None:
     torch.onnx.register_custom_op_symbolic("aten::cumsum", _cumsum, opset)
     torch.onnx.register_custom_op_symbolic("aten::unfold", _unfold, opset)
     torch.onnx.register_custom_op_symbolic("aten::movedim", _movedim, opset)
+    torch.onnx.register_custom_op_symbolic("aten::permute", _permute, opset)
     _registered.add(opset)
