@@ -231,7 +231,30 @@ def _export_torchscript(wrapper, args, inputs, outputs, opset) -> ir.Model:
             output_names=[s.name for s in outputs], dynamic_axes={**_dynamic_axes(inputs), **_dynamic_axes(outputs)},
             opset_version=opset, do_constant_folding=True,
         )
-    return ir.from_proto(__import__("onnx").load_from_string(buffer.getvalue()))
+    model = ir.from_proto(__import__("onnx").load_from_string(buffer.getvalue()))
+    restore_unused_inputs(model, inputs)
+    return model
+
+
+def restore_unused_inputs(model: ir.Model, inputs: Sequence[TensorSpec]) -> None:
+    """Put back, in the spec's order, the inputs the TorchScript exporter dropped because the traced graph never
+    reads them (a masked-image model's `noise` in inference, a mask the model ignores), so every artifact takes
+    the inputs its spec names; they stay unused. Inputs it kept under other names are left to the caller's check."""
+    import numpy as np
+
+    kept = {value.name: value for value in model.graph.inputs}
+    if len(kept) >= len(inputs) or not set(kept) <= {spec.name for spec in inputs}:
+        return
+    restored = []
+    for spec in inputs:
+        value = kept.get(spec.name)
+        if value is None:
+            value = ir.Value(name=spec.name, type=ir.TensorType(ir.DataType.from_numpy(np.dtype(spec.dtype))),
+                             shape=ir.Shape([d if isinstance(d, int) else ir.SymbolicDim(d) for d in spec.shape]))
+            logger.info("input %s is not read by the traced graph: kept as an unused input", spec.name)
+        restored.append(value)
+    model.graph.inputs.clear()
+    model.graph.inputs.extend(restored)
 
 
 @contextlib.contextmanager
