@@ -89,3 +89,38 @@ def test_an_audio_conformer_with_windowed_attention_validates_with_torchscript(t
 def test_a_state_space_hybrid_validates_with_torchscript(tmp_path):
     row = probe("nemotron_h", "feature-extraction", tmp_path, exporters=("torchscript",))
     assert row["status"] == "validated", row  # its scan permutes with (0, -2, -1, 1)
+
+
+class _Resizes(torch.nn.Module):
+    def forward(self, x):
+        interpolate = torch.nn.functional.interpolate
+        return (interpolate(x, size=(7, 5), mode="bilinear", antialias=True),  # downscaled: the filter widens
+                interpolate(x, size=(20, 33), mode="bilinear", antialias=True),  # upscaled: plain bilinear
+                interpolate(x, size=(7, 5), mode="bicubic", antialias=True),
+                interpolate(x, scale_factor=0.5, mode="bilinear", antialias=True))
+
+
+def test_antialiased_resizes_match_pytorch():
+    register_symbolics(18)
+    buffer = io.BytesIO()
+    torch.onnx.export(_Resizes(), (torch.randn(2, 3, 16, 12),), buffer, dynamo=False, opset_version=18,
+                      input_names=["x"], dynamic_axes={"x": {0: "batch"}})
+    session = ort.InferenceSession(buffer.getvalue())
+    x = torch.randn(3, 3, 16, 12, generator=torch.Generator().manual_seed(2))
+    for want, got in zip(_Resizes()(x), session.run(None, {"x": x.numpy()}), strict=True):
+        assert got.shape == tuple(want.shape)
+        np.testing.assert_allclose(got, want.numpy(), atol=1e-5)
+
+
+class _AlignedCorners(torch.nn.Module):
+    def forward(self, x):
+        return torch.nn.functional.interpolate(x, size=(7, 5), mode="bilinear", antialias=True, align_corners=True)
+
+
+def test_an_antialiased_resize_with_aligned_corners_is_refused_not_mistranslated():
+    import pytest
+
+    register_symbolics(18)
+    with pytest.raises(Exception, match="align_corners"):
+        torch.onnx.export(_AlignedCorners(), (torch.randn(1, 3, 16, 12),), io.BytesIO(), dynamo=False,
+                          opset_version=18)

@@ -18,6 +18,11 @@
   torch's translations write them into the Transpose's permutation as they are (ONNX Runtime then refuses
   the graph); dimensions are taken modulo the rank first.
 
+- `aten::_upsample_bilinear2d_aa` and `aten::_upsample_bicubic2d_aa` (anti-aliased resizes: siglip2's and
+  dinov2's position tables, tipsv2): ONNX's Resize with `antialias`, `exclude_outside` and half-pixel
+  coordinates computes PyTorch's filter (opset 18 and later); with `align_corners=True` it does not, and the
+  translation refuses.
+
 The dynamo exporter has its own translations (torchlib); these only fill the TorchScript exporter's gaps.
 """
 
@@ -139,6 +144,30 @@ def _permute(g, self, dims):
     return self if order == list(range(len(order))) else g.op("Transpose", self, perm_i=order)
 
 
+def _antialiased(name: str, mode: str, cubic_a: float | None = None):
+    """An anti-aliased resize (`F.interpolate(..., antialias=True)`): torch's plain Resize with ONNX's
+    `antialias` (the filter stretched by the downscale factor), taps outside the image left out and the
+    weights renormalized (`exclude_outside`), half-pixel coordinates, and for bicubic PyTorch's a = -0.5."""
+
+    def symbolic(g, *args):
+        from torch.onnx import symbolic_helper as sh
+
+        out = sh._interpolate_helper(name, 4, mode)(g, *args)
+        node = out.node()
+        if node.kind() != "onnx::Resize":
+            return sh._unimplemented(f"{name}_aa", "a resize torch does not express as one Resize", args[0])
+        if node.s("coordinate_transformation_mode") not in ("pytorch_half_pixel", "half_pixel"):
+            return sh._unimplemented(f"{name}_aa", "align_corners=True (ONNX Runtime's filter differs)", args[0])
+        node.i_("antialias", 1)
+        node.i_("exclude_outside", 1)
+        node.s_("coordinate_transformation_mode", "half_pixel")
+        if cubic_a is not None:
+            node.f_("cubic_coeff_a", cubic_a)
+        return out
+
+    return symbolic
+
+
 def register_symbolics(opset: int) -> None:
     """Register the translations above for `opset` (once per process and opset)."""
     if opset in _registered:
@@ -149,4 +178,9 @@ def register_symbolics(opset: int) -> None:
     torch.onnx.register_custom_op_symbolic("aten::unfold", _unfold, opset)
     torch.onnx.register_custom_op_symbolic("aten::movedim", _movedim, opset)
     torch.onnx.register_custom_op_symbolic("aten::permute", _permute, opset)
+    if opset >= 18:  # Resize's antialias attribute
+        torch.onnx.register_custom_op_symbolic("aten::_upsample_bilinear2d_aa",
+                                               _antialiased("upsample_bilinear2d", "linear"), opset)
+        torch.onnx.register_custom_op_symbolic("aten::_upsample_bicubic2d_aa",
+                                               _antialiased("upsample_bicubic2d", "cubic", -0.5), opset)
     _registered.add(opset)
