@@ -124,3 +124,27 @@ def test_an_antialiased_resize_with_aligned_corners_is_refused_not_mistranslated
     with pytest.raises(Exception, match="align_corners"):
         torch.onnx.export(_AlignedCorners(), (torch.randn(1, 3, 16, 12),), io.BytesIO(), dynamo=False,
                           opset_version=18)
+
+
+class _GroupedAttention(torch.nn.Module):
+    def forward(self, q, k, v):
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, enable_gqa=True, is_causal=True)
+
+
+def test_attention_with_grouped_key_value_heads_matches_pytorch_at_two_shapes():
+    register_symbolics(18)
+    generator = torch.Generator().manual_seed(3)
+    args = (torch.randn(2, 4, 5, 8, generator=generator), torch.randn(2, 2, 5, 8, generator=generator),
+            torch.randn(2, 2, 5, 8, generator=generator))
+    buffer = io.BytesIO()
+    axes = {0: "batch", 2: "length"}
+    torch.onnx.export(_GroupedAttention(), args, buffer, dynamo=False, opset_version=18, input_names=["q", "k", "v"],
+                      dynamic_axes={"q": axes, "k": axes, "v": axes})
+    session = ort.InferenceSession(buffer.getvalue())
+    for batch, length in ((2, 5), (3, 9)):
+        q = torch.randn(batch, 4, length, 8, generator=generator)
+        k = torch.randn(batch, 2, length, 8, generator=generator)
+        v = torch.randn(batch, 2, length, 8, generator=generator)
+        want = _GroupedAttention()(q, k, v).numpy()
+        got = session.run(None, {"q": q.numpy(), "k": k.numpy(), "v": v.numpy()})[0]
+        np.testing.assert_allclose(got, want, atol=1e-5)

@@ -23,6 +23,9 @@
   coordinates computes PyTorch's filter (opset 18 and later); with `align_corners=True` it does not, and the
   translation refuses.
 
+- `aten::scaled_dot_product_attention` with `enable_gqa=True` (grouped key/value heads passed to SDPA as they
+  are: exaone4_5, lfm3_vl): the key and value heads repeated for their query groups, then torch's own.
+
 The dynamo exporter has its own translations (torchlib); these only fill the TorchScript exporter's gaps.
 """
 
@@ -168,6 +171,33 @@ def _antialiased(name: str, mode: str, cubic_a: float | None = None):
     return symbolic
 
 
+def _repeat_heads(g, query, states):
+    """`states` [batch, kv_heads, length, dim] with each head repeated for its group of query heads
+    (Transformers' repeat_kv), so that it has as many heads as `query`."""
+    def const(values):
+        return g.op("Constant", value_t=torch.tensor(values))
+
+    shape, heads = g.op("Shape", states), g.op("Gather", g.op("Shape", query), const([1]), axis_i=0)
+    group = g.op("Div", heads, g.op("Gather", shape, const([1]), axis_i=0))
+    lead, tail = g.op("Gather", shape, const([0, 1]), axis_i=0), g.op("Gather", shape, const([2, 3]), axis_i=0)
+    expanded = g.op("Expand", g.op("Unsqueeze", states, const([2])), g.op("Concat", lead, group, tail, axis_i=0))
+    return g.op("Reshape", expanded, g.op("Concat", g.op("Gather", shape, const([0]), axis_i=0), heads, tail,
+                                          axis_i=0))
+
+
+def _sdpa(g, query, key, value, attn_mask=None, dropout_p=None, is_causal=None, scale=None, enable_gqa=None):
+    from torch.onnx import symbolic_helper as sh
+    from torch.onnx import symbolic_opset14
+
+    grouped = enable_gqa is not None and not sh._is_none(enable_gqa) and bool(sh._maybe_get_const(enable_gqa, "b"))
+    if grouped:
+        if any(sh._get_tensor_rank(t) != 4 for t in (query, key, value)):
+            return sh._unimplemented("scaled_dot_product_attention", "enable_gqa with inputs not of rank 4", query)
+        key, value = _repeat_heads(g, query, key), _repeat_heads(g, query, value)
+    return symbolic_opset14.scaled_dot_product_attention(g, query, key, value, attn_mask, dropout_p, is_causal,
+                                                         scale, False)
+
+
 def register_symbolics(opset: int) -> None:
     """Register the translations above for `opset` (once per process and opset)."""
     if opset in _registered:
@@ -178,6 +208,7 @@ def register_symbolics(opset: int) -> None:
     torch.onnx.register_custom_op_symbolic("aten::unfold", _unfold, opset)
     torch.onnx.register_custom_op_symbolic("aten::movedim", _movedim, opset)
     torch.onnx.register_custom_op_symbolic("aten::permute", _permute, opset)
+    torch.onnx.register_custom_op_symbolic("aten::scaled_dot_product_attention", _sdpa, opset)
     if opset >= 18:  # Resize's antialias attribute
         torch.onnx.register_custom_op_symbolic("aten::_upsample_bilinear2d_aa",
                                                _antialiased("upsample_bilinear2d", "linear"), opset)
