@@ -148,3 +148,35 @@ def test_attention_with_grouped_key_value_heads_matches_pytorch_at_two_shapes():
         want = _GroupedAttention()(q, k, v).numpy()
         got = session.run(None, {"q": q.numpy(), "k": k.numpy(), "v": v.numpy()})[0]
         np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+class _UnitSolve(torch.nn.Module):
+    def forward(self, a, b):
+        return torch.linalg.solve_triangular(a, b, upper=False, unitriangular=True)
+
+
+def test_a_unit_triangular_solve_matches_pytorch():
+    register_symbolics(18)
+    generator = torch.Generator().manual_seed(4)
+    a = torch.randn(2, 3, 8, 8, generator=generator) * 0.3
+    b = torch.randn(2, 3, 8, 5, generator=generator)
+    buffer = io.BytesIO()
+    torch.onnx.export(_UnitSolve(), (a, b), buffer, dynamo=False, opset_version=18, input_names=["a", "b"],
+                      dynamic_axes={"a": {0: "batch"}, "b": {0: "batch"}})
+    session = ort.InferenceSession(buffer.getvalue())
+    a, b = torch.randn(4, 3, 8, 8, generator=generator) * 0.3, torch.randn(4, 3, 8, 5, generator=generator)
+    got = session.run(None, {"a": a.numpy(), "b": b.numpy()})[0]
+    np.testing.assert_allclose(got, _UnitSolve()(a, b).numpy(), atol=1e-4)  # the upper triangle of a is ignored
+
+
+def test_a_unit_triangular_solve_of_a_size_the_trace_does_not_fix_matches_pytorch():
+    register_symbolics(18)
+    generator = torch.Generator().manual_seed(5)
+    buffer = io.BytesIO()
+    torch.onnx.export(_UnitSolve(), (torch.randn(1, 8, 8) * 0.3, torch.randn(1, 8, 2)), buffer, dynamo=False,
+                      opset_version=18, input_names=["a", "b"], dynamic_axes={"a": {1: "n", 2: "n"}, "b": {1: "n"}})
+    session = ort.InferenceSession(buffer.getvalue())
+    for rows in (8, 70):  # 70 rows: more than the traced 8, so the steps cannot have been counted from it
+        a, b = torch.randn(1, rows, rows, generator=generator) * 0.1, torch.randn(1, rows, 2, generator=generator)
+        got = session.run(None, {"a": a.numpy(), "b": b.numpy()})[0]
+        np.testing.assert_allclose(got, _UnitSolve()(a, b).numpy(), atol=1e-4)

@@ -26,6 +26,10 @@
 - `aten::scaled_dot_product_attention` with `enable_gqa=True` (grouped key/value heads passed to SDPA as they
   are: exaone4_5, lfm3_vl): the key and value heads repeated for their query groups, then torch's own.
 
+- `aten::linalg_solve_triangular` of a unit triangular matrix (up to 4096 rows), solved on the left (the chunked
+  gated-delta-rule attention of qwen3_5, olmo_hybrid, minicpm-v 4.x): the dynamo path's lowering
+  (`triangular_solve.py`), ceil(log2 n) steps of MatMuls.
+
 The dynamo exporter has its own translations (torchlib); these only fill the TorchScript exporter's gaps.
 """
 
@@ -198,6 +202,35 @@ def _sdpa(g, query, key, value, attn_mask=None, dropout_p=None, is_causal=None, 
                                                          scale, False)
 
 
+MAX_SOLVE_ROWS = 4096  # rows a triangular solve of unknown size is lowered for (12 steps; N^4096 = 0 below it)
+
+
+def _solve_triangular(g, a, b, upper, left, unitriangular):
+    """The same lowering as the dynamo exporter's (triangular_solve.py): for a unit triangular a = I - N of n
+    rows, a^-1 b = (I + N)(I + N^2)(I + N^4)… b, ceil(log2 n) steps; where the trace lost n (a chunk reshaped
+    from dynamic sizes), the steps for MAX_SOLVE_ROWS rows, exact for any system up to that size (the extra
+    powers of N are zero)."""
+    import math
+
+    from torch.onnx import symbolic_helper as sh
+
+    rank = sh._get_tensor_rank(a)
+    size = sh._get_tensor_dim_size(a, rank - 1) if rank else None
+    is_upper, on_left = sh._get_const(upper, "b", "upper"), sh._get_const(left, "b", "left")
+    if not (sh._get_const(unitriangular, "b", "unitriangular") and on_left):
+        return sh._unimplemented("linalg_solve_triangular", "only a unit triangular matrix solved on the left", a)
+    if not isinstance(size, int):  # the trace lost the (chunk) size: enough steps for MAX_SOLVE_ROWS rows
+        size = MAX_SOLVE_ROWS
+    strict = g.op("Trilu", a, g.op("Constant", value_t=torch.tensor(1 if is_upper else -1)), upper_i=int(is_upper))
+    power, x = g.op("Neg", strict), b
+    steps = max(1, math.ceil(math.log2(size)))
+    for step in range(steps):
+        x = g.op("Add", x, g.op("MatMul", power, x))
+        if step + 1 < steps:
+            power = g.op("MatMul", power, power)
+    return x
+
+
 def register_symbolics(opset: int) -> None:
     """Register the translations above for `opset` (once per process and opset)."""
     if opset in _registered:
@@ -209,6 +242,7 @@ def register_symbolics(opset: int) -> None:
     torch.onnx.register_custom_op_symbolic("aten::movedim", _movedim, opset)
     torch.onnx.register_custom_op_symbolic("aten::permute", _permute, opset)
     torch.onnx.register_custom_op_symbolic("aten::scaled_dot_product_attention", _sdpa, opset)
+    torch.onnx.register_custom_op_symbolic("aten::linalg_solve_triangular", _solve_triangular, opset)
     if opset >= 18:  # Resize's antialias attribute
         torch.onnx.register_custom_op_symbolic("aten::_upsample_bilinear2d_aa",
                                                _antialiased("upsample_bilinear2d", "linear"), opset)
