@@ -180,3 +180,26 @@ def test_a_unit_triangular_solve_of_a_size_the_trace_does_not_fix_matches_pytorc
         a, b = torch.randn(1, rows, rows, generator=generator) * 0.1, torch.randn(1, rows, 2, generator=generator)
         got = session.run(None, {"a": a.numpy(), "b": b.numpy()})[0]
         np.testing.assert_allclose(got, _UnitSolve()(a, b).numpy(), atol=1e-4)
+
+
+class _SmallOps(torch.nn.Module):
+    def forward(self, x, ids):
+        flags = ids.clone()
+        flags |= 4  # in place, with a Python int
+        return (torch.expm1(x), torch.nn.functional.rms_norm(x, (x.shape[-1],), torch.ones(x.shape[-1]) * 2),
+                torch.nn.functional.rms_norm(x, (x.shape[-1],), eps=1e-3), ids | (ids >> 1), flags,
+                (x > 0) | (x < -1))
+
+
+def test_integer_or_expm1_and_rms_norm_match_pytorch():
+    register_symbolics(18)
+    generator = torch.Generator().manual_seed(6)
+    x, ids = torch.randn(2, 5, 6, generator=generator), torch.randint(0, 64, (2, 5), generator=generator)
+    buffer = io.BytesIO()
+    torch.onnx.export(_SmallOps(), (x, ids), buffer, dynamo=False, opset_version=18, input_names=["x", "ids"],
+                      dynamic_axes={"x": {0: "batch", 1: "length"}, "ids": {0: "batch", 1: "length"}})
+    session = ort.InferenceSession(buffer.getvalue())
+    x, ids = torch.randn(3, 7, 6, generator=generator), torch.randint(0, 64, (3, 7), generator=generator)
+    for want, got in zip(_SmallOps()(x, ids), session.run(None, {"x": x.numpy(), "ids": ids.numpy()}), strict=True):
+        assert got.dtype == want.numpy().dtype
+        np.testing.assert_allclose(got, want.numpy(), atol=1e-5)

@@ -30,6 +30,10 @@
   gated-delta-rule attention of qwen3_5, olmo_hybrid, minicpm-v 4.x): the dynamo path's lowering
   (`triangular_solve.py`), ceil(log2 n) steps of MatMuls.
 
+- `aten::bitwise_or` (and `|`, `|=`) of integers as ONNX's BitwiseOr (torch's takes booleans only),
+  `aten::expm1` as exp(x) - 1, and `aten::rms_norm` as x / sqrt(mean(x²) + eps) · weight (eps the dtype's
+  machine epsilon when unset, as in PyTorch).
+
 The dynamo exporter has its own translations (torchlib); these only fill the TorchScript exporter's gaps.
 """
 
@@ -231,6 +235,43 @@ def _solve_triangular(g, a, b, upper, left, unitriangular):
     return x
 
 
+def _bitwise_or(g, self, other):
+    from torch.onnx import symbolic_helper as sh
+
+    types = sh._type_utils.JitScalarType
+    if sh._is_bool(self) and sh._is_bool(other):
+        return g.op("Or", self, other)
+    kind = types.from_value(self, types.UNDEFINED)
+    if kind in (types.FLOAT, types.DOUBLE, types.HALF, types.BFLOAT16, types.UNDEFINED):
+        return sh._unimplemented("bitwise_or", "inputs that are not integers or booleans", self)
+    if types.from_value(other, types.UNDEFINED) != kind:  # a Python int, or a narrower integer: as PyTorch
+        other = g.op("Cast", other, to_i=kind.onnx_type())
+    return g.op("BitwiseOr", self, other)  # integers (a pixel-shuffle index built with |=, cpmant's masks)
+
+
+def _expm1(g, self):
+    from torch.onnx import symbolic_helper as sh
+
+    one = g.op("Constant", value_t=torch.tensor(1, dtype=sh._type_utils.JitScalarType.from_value(self).dtype()))
+    return g.op("Sub", g.op("Exp", self), one)
+
+
+def _rms_norm(g, self, normalized_shape, weight, eps):
+    from torch.onnx import symbolic_helper as sh
+
+    shape = sh._unpack_list(normalized_shape) if sh._is_packed_list(normalized_shape) else \
+        sh._get_const(normalized_shape, "is", "normalized_shape")
+    count = len(shape)  # only how many trailing axes are normalized matters (their sizes are the input's)
+    dtype = sh._type_utils.JitScalarType.from_value(self).dtype()
+    epsilon = torch.finfo(dtype).eps if sh._is_none(eps) else sh._get_const(eps, "f", "eps")
+    axes = g.op("Constant", value_t=torch.tensor(list(range(-count, 0))))
+    mean = g.op("ReduceMean", g.op("Mul", self, self), axes, keepdims_i=1)
+    scale = g.op("Reciprocal", g.op("Sqrt", g.op("Add", mean, g.op("Constant", value_t=torch.tensor(epsilon,
+                                                                                                    dtype=dtype)))))
+    out = g.op("Mul", self, scale)
+    return out if sh._is_none(weight) else g.op("Mul", out, weight)
+
+
 def register_symbolics(opset: int) -> None:
     """Register the translations above for `opset` (once per process and opset)."""
     if opset in _registered:
@@ -243,6 +284,10 @@ def register_symbolics(opset: int) -> None:
     torch.onnx.register_custom_op_symbolic("aten::permute", _permute, opset)
     torch.onnx.register_custom_op_symbolic("aten::scaled_dot_product_attention", _sdpa, opset)
     torch.onnx.register_custom_op_symbolic("aten::linalg_solve_triangular", _solve_triangular, opset)
+    torch.onnx.register_custom_op_symbolic("aten::expm1", _expm1, opset)
+    torch.onnx.register_custom_op_symbolic("aten::rms_norm", _rms_norm, opset)
+    for name in ("aten::bitwise_or", "aten::__or_", "aten::__ior_"):
+        torch.onnx.register_custom_op_symbolic(name, _bitwise_or, opset)
     if opset >= 18:  # Resize's antialias attribute
         torch.onnx.register_custom_op_symbolic("aten::_upsample_bilinear2d_aa",
                                                _antialiased("upsample_bilinear2d", "linear"), opset)
