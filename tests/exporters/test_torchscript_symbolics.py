@@ -188,10 +188,10 @@ class _SmallOps(torch.nn.Module):
         flags |= 4  # in place, with a Python int
         return (torch.expm1(x), torch.nn.functional.rms_norm(x, (x.shape[-1],), torch.ones(x.shape[-1]) * 2),
                 torch.nn.functional.rms_norm(x, (x.shape[-1],), eps=1e-3), ids | (ids >> 1), flags,
-                (x > 0) | (x < -1))
+                (x > 0) | (x < -1), torch.full(ids.shape, fill_value=3))
 
 
-def test_integer_or_expm1_and_rms_norm_match_pytorch():
+def test_integer_or_expm1_rms_norm_and_full_match_pytorch():
     register_symbolics(18)
     generator = torch.Generator().manual_seed(6)
     x, ids = torch.randn(2, 5, 6, generator=generator), torch.randint(0, 64, (2, 5), generator=generator)

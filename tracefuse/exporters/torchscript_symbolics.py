@@ -32,7 +32,9 @@
 
 - `aten::bitwise_or` (and `|`, `|=`) of integers as ONNX's BitwiseOr (torch's takes booleans only),
   `aten::expm1` as exp(x) - 1, and `aten::rms_norm` as x / sqrt(mean(x²) + eps) · weight (eps the dtype's
-  machine epsilon when unset, as in PyTorch).
+  machine epsilon when unset, as in PyTorch). `aten::full` without a dtype takes the fill value's kind, as in
+  PyTorch (torch's translation makes it float: `torch.full(..., fill_value=0)` position ids then fail as
+  Gather indices: idefics3, smolvlm).
 
 The dynamo exporter has its own translations (torchlib); these only fill the TorchScript exporter's gaps.
 """
@@ -272,6 +274,19 @@ def _rms_norm(g, self, normalized_shape, weight, eps):
     return out if sh._is_none(weight) else g.op("Mul", out, weight)
 
 
+def _full(g, sizes, value, dtype, layout, device, pin_memory=False):
+    from torch.onnx import symbolic_helper as sh
+    from torch.onnx import symbolic_opset9
+
+    if dtype is None or sh._is_none(dtype):  # as PyTorch: the fill value's kind (torch's falls back to float)
+        fill = sh._maybe_get_const(value, "t")
+        kind = fill.dtype if isinstance(fill, torch.Tensor) else None
+        types = sh._type_utils.JitScalarType
+        dtype = types.BOOL if kind == torch.bool else types.INT64 if kind is not None and not kind.is_floating_point \
+            else types.FLOAT
+    return symbolic_opset9.full(g, sizes, value, dtype, layout, device, pin_memory)
+
+
 def register_symbolics(opset: int) -> None:
     """Register the translations above for `opset` (once per process and opset)."""
     if opset in _registered:
@@ -285,6 +300,7 @@ def register_symbolics(opset: int) -> None:
     torch.onnx.register_custom_op_symbolic("aten::scaled_dot_product_attention", _sdpa, opset)
     torch.onnx.register_custom_op_symbolic("aten::linalg_solve_triangular", _solve_triangular, opset)
     torch.onnx.register_custom_op_symbolic("aten::expm1", _expm1, opset)
+    torch.onnx.register_custom_op_symbolic("aten::full", _full, opset)
     torch.onnx.register_custom_op_symbolic("aten::rms_norm", _rms_norm, opset)
     for name in ("aten::bitwise_or", "aten::__or_", "aten::__ior_"):
         torch.onnx.register_custom_op_symbolic(name, _bitwise_or, opset)
