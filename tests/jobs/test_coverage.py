@@ -13,7 +13,16 @@ import sys
 import pytest
 
 from tracefuse.jobs.coverage import Worker, read_rows, select_types
-from tracefuse.jobs.coverage_probe import FIXED, NO_CACHE, _cache_retry, _next_attempts, _row_outcome, probe, reason_of
+from tracefuse.jobs.coverage_probe import (
+    FIXED,
+    NO_CACHE,
+    TS_NO_CACHE,
+    _cache_retry,
+    _next_attempts,
+    _row_outcome,
+    probe,
+    reason_of,
+)
 from tracefuse.jobs.coverage_report import build_report, reason_class, to_markdown
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("detectron2") is not None,
@@ -169,3 +178,11 @@ def test_sparse_attention_decoder_validates_without_its_cache(tmp_path):
     assert row["status"] == "validated" and row["exporter"] == NO_CACHE, row
     assert row["cases"] == ["batch=1,sequence=16", "batch=3,sequence=37"]  # no past_sequence: the plain graph
     assert "dynamo" in row["tried"]
+
+
+def test_the_plain_graph_is_tried_with_torchscript_first(tmp_path):
+    # zaya's cache graph from torchscript mismatches after a cached step; its plain graph validates, in seconds
+    row = probe("zaya", "feature-extraction", tmp_path, exporters=("torchscript",))
+    assert row["status"] == "validated" and row["exporter"] == TS_NO_CACHE, row
+    assert row["cases"] == ["batch=1,sequence=16", "batch=3,sequence=37"]
+    assert "torchscript" in row["tried"]

@@ -38,6 +38,7 @@ _FIXED_PREFIX = "dynamo, fixed "
 # model's own code cannot run a multi-token step after a cached one: sparse-attention indexers), dynamo is
 # tried once more exporting the plain graph, as `tracefuse export --no-cache` does; the row's exporter says so.
 NO_CACHE = "dynamo, no cache"
+TS_NO_CACHE = "torchscript, no cache"  # the fast exporter first, as in EXPORTER_ORDER
 _RUN_FAILED = "Non-zero status code returned while running"  # ONNX Runtime ran the graph and a node failed
 # progress messages of api.export -> the stage they start
 _STAGES = (("loading", "build"), ("probing", "forward"), ("exporting", "export"), ("validating", "validate"))
@@ -105,8 +106,8 @@ def fixed_axes_of(label: str) -> tuple[str, ...]:
 def _export(model_type: str, task: str, out: Path, exporter: str, stage: list[str],
             timings: dict[str, float]) -> dict[str, Any]:
     fixed = fixed_axes_of(exporter)
-    use_cache = exporter != NO_CACHE
-    exporter = "dynamo" if fixed or exporter == NO_CACHE else exporter
+    use_cache = exporter not in (NO_CACHE, TS_NO_CACHE)
+    exporter = "dynamo" if fixed or exporter == NO_CACHE else "torchscript" if exporter == TS_NO_CACHE else exporter
     from tracefuse import api
 
     mark = [time.perf_counter()]
@@ -207,8 +208,8 @@ def probe(model_type: str, task: str, work_dir: Path, *, exporters: tuple[str, .
     Status: `validated` (ONNX Runtime matches PyTorch at both shapes), `mismatch` (exported, but outputs
     differ), `failed` (an error at `stage`: config, build, forward, export or validate). The `exporters` are
     tried in turn until one validates (see _next_attempts; dynamo with fixed axes is added where dynamo's
-    graph holds its trace shape, and dynamo with no cache where a decoder fails with it). The row names the
-    exporter that worked, and `tried` the others' reasons.
+    graph holds its trace shape, and torchscript then dynamo with no cache where a decoder fails with it). The
+    row names the exporter that worked, and `tried` the others' reasons.
     """
     from tracefuse.exporters.tiny import tiny_config
 
@@ -226,8 +227,12 @@ def probe(model_type: str, task: str, work_dir: Path, *, exporters: tuple[str, .
     while queue:
         outcomes.append(_attempt(model_type, task, out, queue[0], row["stage_seconds"]))
         queue = _next_attempts(outcomes[-1], queue[1:])
-    if "dynamo" in exporters and _cache_retry(model_type, task, outcomes):
-        outcomes.append(_attempt(model_type, task, out, NO_CACHE, row["stage_seconds"]))
+    if _cache_retry(model_type, task, outcomes):  # the plain graph, by the run's exporters in their order
+        for label in [{"torchscript": TS_NO_CACHE, "dynamo": NO_CACHE}[e] for e in exporters
+                      if e in ("torchscript", "dynamo")]:
+            outcomes.append(_attempt(model_type, task, out, label, row["stage_seconds"]))
+            if outcomes[-1]["status"] == "validated":
+                break
     chosen = _row_outcome(outcomes)
     row.update({k: v for k, v in chosen.items() if k not in ("specialized", "static_axes")})
     if not chosen["exported"]:

@@ -113,13 +113,13 @@ def to_markdown(report: dict[str, Any]) -> str:
         "task (feature-extraction when it has an `AutoModel` class), exported "
         + (f"with the exporters {' → '.join(report['exporters'])} in turn until one validates"
            if report.get("exporters") else "with the exporters of the run's --exporters in turn")
-        + " (dynamo with fixed axes is added where dynamo's graph holds its trace shape, and dynamo with no KV "
-        "cache, for feature-extraction, where a decoder fails with its cache), and compared with PyTorch "
+        + " (dynamo with fixed axes is added where dynamo's graph holds its trace shape, and the same exporters "
+        "with no KV cache, for feature-extraction, where a decoder fails with its cache), and compared with PyTorch "
         "on ONNX Runtime CPU at the two validation shapes of its ArchSpec. The exporter column names the one that "
         "validated: `tracefuse export tiny:TYPE --exporter NAME` exports the same way (`dynamo, fixed axes` is "
         "`--exporter dynamo --fixed-axes '*'`, `dynamo, fixed batch` is `--exporter dynamo --fixed-axes batch`: the "
         "axes torch.export named as static, the others dynamic and validated at two sizes; `dynamo, no cache` is "
-        "`--exporter dynamo --no-cache`). "
+        "`--exporter dynamo --no-cache`, `torchscript, no cache` is `--exporter torchscript --no-cache`). "
         + ("A row validated by an earlier exporter in that order says nothing about the later ones (the JSON lists, "
            "under `tried`, the reasons of those that were tried and failed). "
            if report.get("exporters") and report["exporters"][0] != "dynamo" else "")
