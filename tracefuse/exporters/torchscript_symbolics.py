@@ -43,6 +43,8 @@ from __future__ import annotations
 
 import torch
 
+from tracefuse.exporters.triangular_solve import apply_unit_inverse
+
 _INT_MAX = 2**62
 _registered: set[int] = set()
 
@@ -97,6 +99,10 @@ def _cumsum(g, self, dim, dtype):
     return symbolic_opset11.cumsum(g, self, dim, dtype)  # torch's own translation for everything else
 
 
+def _const(g, value):
+    return g.op("Constant", value_t=torch.tensor(value))
+
+
 def _unfold(g, self, dimension, size, step):
     from torch.onnx import symbolic_helper as sh
     from torch.onnx import symbolic_opset12
@@ -109,8 +115,9 @@ def _unfold(g, self, dimension, size, step):
         return symbolic_opset12.unfold(g, self, axis, size, step)  # axis (it leaves the window axis misplaced
         # for -1)
     width, stride = sh._get_const(size, "i", "size"), sh._get_const(step, "i", "step")
+
     def const(value):
-        return g.op("Constant", value_t=torch.tensor(value))
+        return _const(g, value)
 
     length = g.op("Gather", g.op("Shape", self), const(axis), axis_i=0)
     windows = g.op("Add", g.op("Div", g.op("Sub", length, const(width)), const(stride)), const(1))
@@ -185,7 +192,7 @@ def _repeat_heads(g, query, states):
     """`states` [batch, kv_heads, length, dim] with each head repeated for its group of query heads
     (Transformers' repeat_kv), so that it has as many heads as `query`."""
     def const(values):
-        return g.op("Constant", value_t=torch.tensor(values))
+        return _const(g, values)
 
     shape, heads = g.op("Shape", states), g.op("Gather", g.op("Shape", query), const([1]), axis_i=0)
     group = g.op("Div", heads, g.op("Gather", shape, const([1]), axis_i=0))
@@ -216,8 +223,6 @@ def _solve_triangular(g, a, b, upper, left, unitriangular):
     rows, a^-1 b = (I + N)(I + N^2)(I + N^4)… b, ceil(log2 n) steps; where the trace lost n (a chunk reshaped
     from dynamic sizes), the steps for MAX_SOLVE_ROWS rows, exact for any system up to that size (the extra
     powers of N are zero)."""
-    import math
-
     from torch.onnx import symbolic_helper as sh
 
     rank = sh._get_tensor_rank(a)
@@ -227,14 +232,9 @@ def _solve_triangular(g, a, b, upper, left, unitriangular):
         return sh._unimplemented("linalg_solve_triangular", "only a unit triangular matrix solved on the left", a)
     if not isinstance(size, int):  # the trace lost the (chunk) size: enough steps for MAX_SOLVE_ROWS rows
         size = MAX_SOLVE_ROWS
-    strict = g.op("Trilu", a, g.op("Constant", value_t=torch.tensor(1 if is_upper else -1)), upper_i=int(is_upper))
-    power, x = g.op("Neg", strict), b
-    steps = max(1, math.ceil(math.log2(size)))
-    for step in range(steps):
-        x = g.op("Add", x, g.op("MatMul", power, x))
-        if step + 1 < steps:
-            power = g.op("MatMul", power, power)
-    return x
+    strict = g.op("Trilu", a, _const(g, 1 if is_upper else -1), upper_i=int(is_upper))
+    return apply_unit_inverse(g.op("Neg", strict), b, size, lambda x, y: g.op("MatMul", x, y),
+                              lambda x, y: g.op("Add", x, y))
 
 
 def _bitwise_or(g, self, other):

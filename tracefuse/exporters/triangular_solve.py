@@ -19,7 +19,8 @@ import inspect
 import math
 import sys
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 
@@ -70,12 +71,19 @@ def solve_triangular_translation(a, b, upper: bool, left: bool = True, unitriang
             f"solved on the left (got unitriangular={unitriangular}, left={left}, size={size})")
     # N = -(strict triangle of a); the diagonal of a is taken as ones (unitriangular)
     power = op.Neg(op.Trilu(a, op.Constant(value_int=1 if upper else -1), upper=1 if upper else 0))
-    x = b
+    return apply_unit_inverse(power, b, size, op.MatMul, op.Add)
+
+
+def apply_unit_inverse(strict: Any, b: Any, size: int, matmul: Callable, add: Callable) -> Any:
+    """(I + N)(I + N^2)(I + N^4)… b for the strictly triangular N (`strict`) of an n x n system, n = `size`:
+    ceil(log2 n) steps of at most two products, built with the graph builder's `matmul` and `add` (onnxscript's
+    ops here, the TorchScript exporter's `g.op` in torchscript_symbolics)."""
+    power, x = strict, b
     steps = max(1, math.ceil(math.log2(size)))
     for step in range(steps):
-        x = op.Add(x, op.MatMul(power, x))
+        x = add(x, matmul(power, x))
         if step + 1 < steps:
-            power = op.MatMul(power, power)
+            power = matmul(power, power)
     return x
 
 
