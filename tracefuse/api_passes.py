@@ -71,11 +71,12 @@ def _graph_sha(art: Artifact) -> str:
 def _write(art: Artifact, out, model, entries: list[dict[str, Any]], tolerance: dict[str, float], *,
            overwrite: bool, validate: bool, inputs, texts, threads, progress: Progress,
            min_cosine: float | None = None, min_top1: float | None = None,
-           chain: dict[str, Any] | None = None) -> PassRunResult:
+           chain: dict[str, Any] | None = None, runtime_hints: dict[str, Any] | None = None) -> PassRunResult:
     """Stage a new artifact: copy the side files, save the graph, append the pass entries, validate.
 
     `chain` (from api_chain) names this step and carries the summaries of the steps before it; the
-    manifest's `export["chain"]` then lists them all, this step's validation included.
+    manifest's `export["chain"]` then lists them all, this step's validation included. `runtime_hints`
+    replaces the manifest's (how runtimes should open the graph); by default they are kept.
     """
     from tracefuse import api
     from tracefuse.graphs.onnx_file import save_onnx
@@ -93,7 +94,8 @@ def _write(art: Artifact, out, model, entries: list[dict[str, Any]], tolerance: 
         save_onnx(model, staging / m.graph)
         manifest = dataclasses.replace(
             m, passes=tuple(m.passes) + tuple(entries), tolerance=tolerance, validation=None,
-            tool_versions={**m.tool_versions, **api.tool_versions()})
+            tool_versions={**m.tool_versions, **api.tool_versions()},
+            runtime_hints=dict(m.runtime_hints if runtime_hints is None else runtime_hints))
         manifest = finalize(staging, manifest)
         if validate:
             report = api.validate(staging, inputs=inputs, texts=texts, threads=threads, progress=progress,
@@ -142,7 +144,7 @@ def optimize(
     `chain` is set by `api_chain.export_chain` (the steps before this one, recorded in the manifest).
     """
     from tracefuse.graphs.onnx_file import load_onnx
-    from tracefuse.passes.manager import Pipeline, for_target, preset_passes
+    from tracefuse.passes.manager import Pipeline, for_target, ort_disabled_optimizers, preset_passes
 
     if (preset is None) == (not passes):
         raise TracefuseError("give exactly one of a preset or a pass list",
@@ -162,8 +164,19 @@ def optimize(
         for key, value in (getattr(p, "tolerance", None) or {}).items():
             tolerance[key] = max(float(tolerance.get(key, 0.0)), float(value))
     entries = [{**step, "preset": preset, "input_graph_sha256": _graph_sha(art)} for step in result.steps]
+    hints = _disable_ort_optimizers(art.manifest.runtime_hints, ort_disabled_optimizers(pipeline.passes))
     return _write(art, out, result.model, entries, tolerance, overwrite=overwrite, validate=validate,
-                  inputs=inputs, texts=texts, threads=threads, progress=progress, chain=chain)
+                  inputs=inputs, texts=texts, threads=threads, progress=progress, chain=chain,
+                  runtime_hints=hints)
+
+
+def _disable_ort_optimizers(hints: dict[str, Any], names: Sequence[str]) -> dict[str, Any]:
+    """The runtime hints with `names` added to ONNX Runtime's disabled load-time optimizers."""
+    if not names:
+        return dict(hints)
+    ort_hints = dict(hints.get("onnxruntime") or {})
+    ort_hints["disabled_optimizers"] = sorted(set(ort_hints.get("disabled_optimizers") or ()) | set(names))
+    return {**hints, "onnxruntime": ort_hints}
 
 
 def quantize(

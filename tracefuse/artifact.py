@@ -92,6 +92,9 @@ class Manifest:
     validation: dict[str, Any] | None = None
     format_version: int = FORMAT_VERSION
     preprocessor: dict[str, Any] | None = None  # the bundled tokenizer/processor files (--with-preprocessor)
+    # How a runtime should open the graph, by runtime: {"onnxruntime": {"disabled_optimizers": [...]}} names
+    # ONNX Runtime's load-time fusions a pass chose against (the cpu preset: SkipLayerNormFusion, BiasGeluFusion).
+    runtime_hints: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form written to manifest.json."""
@@ -134,7 +137,7 @@ class Manifest:
         ):
             raise ArtifactError(f"{where}: 'validation_shapes' must be a list of axis→size maps")
         optional = {"tolerance": dict, "export": dict, "tool_versions": dict, "passes": list, "validation": dict,
-                    "preprocessor": dict}
+                    "preprocessor": dict, "runtime_hints": dict}
         for key, kind in optional.items():
             if data.get(key) is not None and not isinstance(data[key], kind):
                 raise ArtifactError(f"{where}: key '{key}' must be a {kind.__name__}", found=repr(data[key])[:80],
@@ -160,6 +163,7 @@ class Manifest:
             validation=data.get("validation"),
             format_version=version,
             preprocessor=data.get("preprocessor"),
+            runtime_hints=dict(data.get("runtime_hints") or {}),
         )
 
 

@@ -316,6 +316,9 @@ def inspect(
             entry = m["files"].get(f, {})
             out.print(f"  {escape(f)}  {entry.get('size', 0):,} B  sha256 {str(entry.get('sha256'))[:16]}",
                       highlight=False)
+    for runtime, hints in (m.get("runtime_hints") or {}).items():
+        out.print(f"runtime hints for {escape(runtime)}: "
+                  + ", ".join(f"{k} {escape(str(v))}" for k, v in hints.items()), highlight=False)
     if m.get("validation"):
         v = m["validation"]
         out.print(f"last validation: {'passed' if v['passed'] else 'FAILED'} on {v['runtime']} "

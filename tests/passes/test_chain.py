@@ -23,16 +23,20 @@ def test_export_optimize_quantize_chain_leaves_only_the_final_artifact(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != PARENT_LOCK) == ["bert-cpu-int8"]
     art = load_artifact(out)
     manifest = art.manifest
-    assert [p["name"] for p in manifest.passes] == ["cleanup", "fuse-norm", "fuse-gelu", "fuse-attention",
+    assert [p["name"] for p in manifest.passes] == ["cleanup", "fuse-norm-cpu", "fuse-gelu-cpu", "fuse-attention",
                                                     "quantize-dynamic"]
     chain = manifest.export["chain"]
     assert [s["step"] for s in chain] == ["export", "optimize", "quantize"]
     assert all(s["validation"]["passed"] for s in chain)
-    assert chain[1]["passes"] == ["cleanup", "fuse-norm", "fuse-gelu", "fuse-attention"]
+    assert chain[1]["passes"] == ["cleanup", "fuse-norm-cpu", "fuse-gelu-cpu", "fuse-attention"]
     assert chain[2]["validation"]["criterion"] == "cosine >= 0.99"
     assert manifest.validation["passed"] and manifest.export["exporter"] == "dynamo"
     ops = op_histogram(load_onnx(art.graph_path))
     assert ops.get("com.microsoft::Attention", 0) == 2 and ops.get("MatMulInteger", 0) > 0
+    # The cpu preset's choice survives quantization: no Skip* norm in the graph, and the manifest still asks
+    # ONNX Runtime not to fuse one back at load.
+    assert ops.get("LayerNormalization", 0) == 5 and "com.microsoft::SkipLayerNormalization" not in ops
+    assert manifest.runtime_hints == {"onnxruntime": {"disabled_optimizers": ["BiasGeluFusion", "SkipLayerNormFusion"]}}
     on_disk = json.loads((out / "manifest.json").read_text())
     assert on_disk["export"]["chain"][0]["options"]["exporter"] == "dynamo"
 

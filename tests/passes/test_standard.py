@@ -69,8 +69,11 @@ def test_target_standard_maps_pass_names_and_refuses_contrib_only_passes(bert_ar
 
     assert for_target(["cleanup", "fuse-norm", "fuse-attention"], "standard") == [
         "cleanup", "fuse-norm-standard", "fuse-attention-standard"]
+    assert for_target(["fuse-norm-cpu"], "standard") == ["fuse-norm-standard"]
     with pytest.raises(PassError, match="fuse-gelu"):
         for_target(["fuse-gelu"], "standard")
+    with pytest.raises(PassError, match="fuse-gelu-cpu"):
+        for_target(["fuse-gelu-cpu"], "standard")
     result = api_passes.optimize(bert_artifact, tmp_path / "std", passes=["cleanup", "fuse-attention"],
                                  target="standard")
     ops = op_histogram(load_onnx(result.artifact.graph_path))

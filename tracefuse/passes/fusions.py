@@ -1,5 +1,6 @@
 """Fusion passes on onnxscript's rewriter: `fuse-attention`, `fuse-norm`, `fuse-gelu`, `fuse-matmul` (ONNX
-Runtime's com.microsoft ops; the standard-op variants are in `standard.py`).
+Runtime's com.microsoft ops), `fuse-norm-cpu` / `fuse-gelu-cpu` (without the fused ops ONNX Runtime's CPU
+kernels run slower); the standard-op variants are in `standard.py`.
 
 Each pass is a list of stages (onnxscript rule sets, applied in order) plus two counters: how many
 candidate blocks the graph holds before the pass (`found`) and how many fused ops it holds after
@@ -113,8 +114,12 @@ class FusionPass:
     """A fusion pass: stages of onnxscript rules, a candidate counter and the fused op types."""
 
     def __init__(self, name: str, kind: str, stages: tuple[Stage, ...], candidates: Callable[[ir.Model], int],
-                 fused_ops: tuple[str, ...], prepare: bool = False, symbolic_shapes: bool = False) -> None:
+                 fused_ops: tuple[str, ...], prepare: bool = False, symbolic_shapes: bool = False,
+                 ort_disabled_optimizers: tuple[str, ...] = ()) -> None:
         self.name = name
+        # ONNX Runtime's own load-time fusions that would undo this pass's choice; the artifact's manifest
+        # asks runtimes to disable them (Manifest.runtime_hints).
+        self.ort_disabled_optimizers = ort_disabled_optimizers
         self.kind = kind
         self.stages = stages
         self.candidates = candidates
@@ -256,6 +261,11 @@ NORM_STAGES = (
     Stage("skip_layer_norm", _ort("ort_fusions.skip_normalization", "skip_layer_normalization_ruleset")),
     Stage("skip_rms_norm", _ort("ort_fusions.skip_normalization", "skip_rms_normalization_ruleset")),
 )
+# The `cpu` variants leave out the fused ops whose ONNX Runtime CPU kernels measured slower than the ops
+# they replace (benchmarks/bench_kernels.py, ONNX Runtime 1.32, 2 threads, BERT-base shapes):
+# SkipLayerNormalization ~5x Add + LayerNormalization, SkipSimplifiedLayerNormalization ~1.25x Add +
+# SimplifiedLayerNormalization, BiasGelu ~1.35x Add + Gelu.
+NORM_CPU_STAGES = tuple(s for s in NORM_STAGES if s.name not in ("skip_layer_norm", "skip_rms_norm"))
 MATMUL_STAGES = (
     Stage("fused_matmul", lambda: _ort("ort_fusions.fused_matmul_rule_sets", "fused_matmul_rule_sets")()()),
 )
@@ -265,6 +275,7 @@ GELU_STAGES = (
     Stage("gelu_tanh_hf", lambda: _tracefuse_rules().gelu_tanh_rules()),
     Stage("bias_gelu", _ort("ort_fusions.bias_gelu", "bias_gelu_rules")),
 )
+GELU_CPU_STAGES = tuple(s for s in GELU_STAGES if s.name != "bias_gelu")
 
 register_pass("fuse-attention", lambda: FusionPass("fuse-attention", "attention", ATTENTION_STAGES,
                                                    attention_candidates, ATTENTION_OPS, prepare=True,
@@ -274,9 +285,18 @@ register_pass("fuse-norm", lambda: FusionPass("fuse-norm", "norm", NORM_STAGES, 
                                               prepare=True),
               "LayerNorm / RMSNorm (with the residual Add) to LayerNormalization, SkipLayerNormalization, "
               "SimplifiedLayerNormalization, SkipSimplifiedLayerNormalization")
+register_pass("fuse-norm-cpu", lambda: FusionPass("fuse-norm-cpu", "norm", NORM_CPU_STAGES, norm_candidates,
+                                                  NORM_OPS, prepare=True,
+                                                  ort_disabled_optimizers=("SkipLayerNormFusion",)),
+              "LayerNorm / RMSNorm to LayerNormalization / SimplifiedLayerNormalization, the residual Add kept "
+              "(the Skip* ops are slower on ONNX Runtime CPU)")
 register_pass("fuse-matmul", lambda: FusionPass("fuse-matmul", "matmul", MATMUL_STAGES, matmul_candidates,
                                                 ("FusedMatMul",)),
               "Transpose / scale around a MatMul into ONNX Runtime FusedMatMul (transA/transB/alpha)")
 register_pass("fuse-gelu", lambda: FusionPass("fuse-gelu", "gelu", GELU_STAGES, gelu_candidates, GELU_OPS,
                                               prepare=True),
               "exact and tanh GELU (with the preceding bias Add) to ONNX Runtime Gelu / FastGelu / BiasGelu")
+register_pass("fuse-gelu-cpu", lambda: FusionPass("fuse-gelu-cpu", "gelu", GELU_CPU_STAGES, gelu_candidates,
+                                                  GELU_OPS, prepare=True, ort_disabled_optimizers=("BiasGeluFusion",)),
+              "exact and tanh GELU to ONNX Runtime Gelu / FastGelu, the bias Add kept (BiasGelu is slower on "
+              "ONNX Runtime CPU)")

@@ -21,10 +21,12 @@ logger = logging.getLogger(__name__)
 Cases = Sequence[tuple[str, Mapping[str, np.ndarray]]]
 
 # The passes each target runtime wants. `cpu` keeps the rewrites that measured faster on ONNX Runtime
-# CPU (benchmarks/bench_cpu.py, docs/passes.md): on BERT-base, fused attention measured 0.81 × PyTorch
-# eager against 0.88 without it (the issue's earlier measurement found it slower: re-measure per CPU).
+# CPU (benchmarks/bench_cpu.py, benchmarks/bench_kernels.py, docs/passes.md): fused attention (BERT-base
+# 0.83 × PyTorch eager against 0.88 without it), LayerNormalization and Gelu without their residual / bias
+# Add folded in (ONNX Runtime's CPU SkipLayerNormalization and BiasGelu kernels measured slower than the
+# ops they replace; the artifact asks ONNX Runtime not to re-fuse them at load).
 PRESETS: dict[str, tuple[str, ...]] = {
-    "cpu": ("cleanup", "fuse-norm", "fuse-gelu", "fuse-attention"),
+    "cpu": ("cleanup", "fuse-norm-cpu", "fuse-gelu-cpu", "fuse-attention"),
     "cuda": ("cleanup", "fuse-norm", "fuse-gelu", "fuse-attention"),
     # TensorRT's parser: standard ops, the opset left as exported.
     "tensorrt": ("cleanup", "fuse-layer-norm"),
@@ -33,7 +35,8 @@ PRESETS: dict[str, tuple[str, ...]] = {
 }
 
 # `--target standard` turns the ONNX Runtime fusions of a pass list into their standard-op variants.
-STANDARD_VARIANTS = {"fuse-attention": "fuse-attention-standard", "fuse-norm": "fuse-norm-standard"}
+STANDARD_VARIANTS = {"fuse-attention": "fuse-attention-standard", "fuse-norm": "fuse-norm-standard",
+                     "fuse-norm-cpu": "fuse-norm-standard"}
 TARGETS = ("ort", "standard")
 
 
@@ -46,11 +49,16 @@ def for_target(names: Sequence[str], target: str) -> list[str]:
         return list(names)
     out = []
     for name in (n.strip() for n in names):
-        if name in ("fuse-gelu", "fuse-matmul"):
+        if name in ("fuse-gelu", "fuse-gelu-cpu", "fuse-matmul"):
             raise PassError(f"pass '{name}' writes ONNX Runtime com.microsoft ops, which a standard target refuses",
                             fix="drop it from --passes, or use --target ort")
         out.append(STANDARD_VARIANTS.get(name, name))
     return out
+
+
+def ort_disabled_optimizers(passes: Sequence[Pass]) -> list[str]:
+    """The ONNX Runtime load-time fusions the passes ask to disable (they would undo a pass's choice), sorted."""
+    return sorted({name for p in passes for name in getattr(p, "ort_disabled_optimizers", ())})
 
 
 def preset_passes(preset: str) -> tuple[str, ...]:

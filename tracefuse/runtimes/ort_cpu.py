@@ -6,12 +6,23 @@ import logging
 
 import numpy as np
 
-from tracefuse.artifact import Artifact
+from tracefuse.artifact import Artifact, Manifest
 from tracefuse.errors import ArtifactError
 from tracefuse.runtimes.base import Runner
 from tracefuse.runtimes.ort_compat import check_supported
 
 logger = logging.getLogger(__name__)
+
+
+def ort_session_kwargs(manifest: Manifest) -> dict[str, list[str]]:
+    """Keyword arguments for `onnxruntime.InferenceSession` that the artifact's manifest asks for: the load-time
+    fusions a pass chose against (`runtime_hints.onnxruntime.disabled_optimizers`), e.g. the cpu preset's
+    SkipLayerNormFusion and BiasGeluFusion. Empty when the manifest asks for nothing."""
+    disabled = (manifest.runtime_hints.get("onnxruntime") or {}).get("disabled_optimizers") or []
+    if not isinstance(disabled, list) or not all(isinstance(d, str) for d in disabled):
+        raise ArtifactError("the manifest's runtime_hints.onnxruntime.disabled_optimizers is malformed",
+                            found=repr(disabled)[:120], fix="a list of ONNX Runtime optimizer names; re-optimize")
+    return {"disabled_optimizers": list(disabled)} if disabled else {}
 
 
 class OrtCpuRunner(Runner):
@@ -42,7 +53,8 @@ class OrtCpuRunner(Runner):
             options.inter_op_num_threads = 1
         try:
             self._session = ort.InferenceSession(
-                str(self.artifact.graph_path), sess_options=options, providers=self._providers()
+                str(self.artifact.graph_path), sess_options=options, providers=self._providers(),
+                **ort_session_kwargs(self.artifact.manifest),
             )
         except Exception as exc:  # noqa: BLE001 - ORT raises its own Fail/InvalidGraph types
             raise ArtifactError(
