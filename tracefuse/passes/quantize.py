@@ -1,6 +1,7 @@
 """Quantization on ONNX Runtime's quantizer, with an accuracy guard.
 
-Modes: `dynamic` (int8 weights, activations quantized at run time: MatMul / Gemm / fused Attention),
+Modes: `dynamic` (int8 weights, activations quantized at run time: MatMul / Gemm / fused Attention, whose
+QKV projection is unpacked into a MatMul first: `attention_unpack.py`),
 `static` (int8 QDQ with calibration: min-max, percentile or entropy, from generated inputs or a user
 `.npz`), `int4` (weight-only `MatMulNBits`, block size option). The guard validates the quantized
 model against the float one on the validation inputs and, while the worst cosine similarity (or, with
@@ -27,6 +28,7 @@ import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
 
 from tracefuse.passes import _ort
+from tracefuse.passes.attention_unpack import attention_bias_nodes, unpack_attention
 from tracefuse.passes.base import PassError
 
 logger = logging.getLogger(__name__)
@@ -74,10 +76,13 @@ def quantizable_nodes(model: ir.Model, options: QuantizeOptions) -> list[str]:
     """Names of the nodes the mode would quantize: MatMul / Gemm with a constant weight (and Attention for int8)."""
     defaults = {"int4": ("MatMul",), "static": ("MatMul", "Gemm"), "dynamic": ("MatMul", "Gemm", "Attention")}
     ops = options.op_types or defaults[options.mode]
+    kept = set(attention_bias_nodes(model))
     names = []
     for node in model.graph:
         if node.op_type not in ops:
             continue
+        if node.op_type == "Attention" and ("qkv_hidden_sizes" in node.attributes or node.name in kept):
+            continue  # ONNX Runtime's quantizer leaves these in float (attention_unpack.py says why)
         weight = node.inputs[1] if len(node.inputs) > 1 else None
         if weight is not None and (weight.const_value is not None or weight.is_initializer()):
             names.append(node.name)
@@ -89,6 +94,7 @@ def quantize_once(model: ir.Model, options: QuantizeOptions, *, exclude: Sequenc
     """Quantize a copy of `model` (it is not modified), keeping `exclude` in float, or quantizing only `include`."""
     import onnx
 
+    exclude = [*exclude, *attention_bias_nodes(model)]  # QAttention would drop their attention bias
     proto = ir.serde.serialize_model(model)
     with _quiet_quantizer(), tempfile.TemporaryDirectory(prefix="tracefuse-quant-") as tmp:
         src, dst = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
@@ -203,6 +209,7 @@ def quantize(
         raise PassError("give one accuracy target, not both", found="--target-cosine and --target-top1",
                         fix="drop one of them")
     say = progress or (lambda _: None)
+    unpacked = unpack_attention(model)  # fused attention's QKV projection: a MatMul the quantizer handles
     common_passes.NameFixPass()(model)  # the quantizer selects and excludes nodes by name
     candidates = quantizable_nodes(model, options)
     if not candidates:
@@ -232,7 +239,8 @@ def quantize(
     quantized = quantize_once(model, options)
     score = evaluate(quantized)
     stats: dict[str, Any] = {"mode": options.mode, "per_channel": options.per_channel, "candidates": len(candidates),
-                             "cosine_all_quantized": score["cosine"], "target_cosine": target_cosine, "excluded": []}
+                             "cosine_all_quantized": score["cosine"], "target_cosine": target_cosine, "excluded": [],
+                             "attention_unpacked": unpacked}
     if logits:
         stats["top1_all_quantized"] = score["top1"]
         stats["target_top1"] = target_top1
