@@ -49,6 +49,10 @@ def test_a_derived_size_that_falls_below_two_is_reported():
     # a partial-rotary latent attention: head_dim is the whole query head, the rotary part half of it
     ("mistral4", lambda c: c.head_dim == c.qk_nope_head_dim + c.qk_rope_head_dim
      and c.head_dim * c.rope_parameters["partial_rotary_factor"] == c.qk_rope_head_dim),
+    # a latent attention with no rotary part (qk_rope_head_dim 0) and head_dim 0: the parts the default sized
+    # are shrunk, the ones it left at 0 stay 0 (they were all shrunk to 0, and the model did not build)
+    ("glm5_next_text", lambda c: c.qk_nope_head_dim == c.v_head_dim == c.qk_head_dim > 0
+     and c.qk_rope_head_dim == 0 == c.head_dim and c.kv_lora_rank > 0),
     # hidden / 4 / dim_bbox sinusoid frequencies: width 32 leaves none, so the width doubles until some remain
     ("bros", lambda c: c.dim_bbox_sinusoid_emb_1d >= 2 and c.hidden_size > HIDDEN),
 ])

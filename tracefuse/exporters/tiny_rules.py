@@ -199,7 +199,9 @@ def _latent_attention(config: Any, kwargs: dict[str, Any], head_dim: int) -> dic
     fields = _fields(config)
     if not _is_int(fields.get("kv_lora_rank")) or not _is_int(fields.get("qk_rope_head_dim")):
         return {}
-    changes: dict[str, Any] = {name: head_dim for name in _LATENT_HEAD_DIMS if _is_int(fields.get(name))}
+    # A part the default leaves at 0 (no rotary part: glm5_next) stays 0.
+    changes: dict[str, Any] = {name: head_dim if fields[name] > 0 else 0 for name in _LATENT_HEAD_DIMS
+                               if _is_int(fields.get(name))}
     changes.update({name: 2 * head_dim for name in _LATENT_RANKS if _is_int(fields.get(name))})
     if _is_int(fields.get("qk_head_dim")):
         changes["qk_head_dim"] = changes.get("qk_nope_head_dim", 0) + changes["qk_rope_head_dim"]
@@ -262,10 +264,10 @@ def consistency_kwargs(config: Any, kwargs: dict[str, Any], hidden: int, heads: 
         while any((small * f) % 4 for f in _rotary_factors(config)) and small < head_dim:
             small *= 2  # a partial rotary part must stay a multiple of 4 (two M-RoPE axes of pairs)
         head_dim = changes["head_dim"] = small
-    if not _is_int(head_dim):
+    if not _is_int(head_dim) or head_dim <= 0:  # None, or 0 for "no per-head size of its own" (glm5_next)
+        if not _is_int(head_dim) and "head_dim" in _fields(config) and "hidden_size" in kwargs:
+            changes["head_dim"] = width // n_heads  # a field left None reads as None, not as hidden / heads (ministral)
         head_dim = width // n_heads
-        if "head_dim" in _fields(config) and "hidden_size" in kwargs:
-            changes["head_dim"] = head_dim  # a field left None reads as None, not as hidden / heads (ministral)
     wider = _partial_mrope_head(config, head_dim)
     if wider is not None:
         head_dim = changes["head_dim"] = wider
