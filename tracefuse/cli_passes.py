@@ -21,6 +21,11 @@ from tracefuse.cli import (
     out,
 )
 
+# The registered pass names, for --passes' help; listed here so `--help` imports no pass module
+# (tests/passes/test_api_passes.py checks the list against the registry).
+PASS_NAMES = ("cleanup", "fuse-attention", "fuse-norm", "fuse-gelu", "fuse-norm-cpu", "fuse-gelu-cpu", "fuse-matmul",
+              "fuse-layer-norm", "fuse-attention-standard", "fuse-norm-standard", "fp16")
+
 ArtifactArg = Annotated[Path, typer.Argument(help="The ONNX artifact directory to read (it is not modified).")]
 OutputOpt = Annotated[Path, typer.Option("-o", "--output", help="The new artifact directory to write.")]
 NoValidateOpt = Annotated[bool, typer.Option("--no-validate", help="Skip validation against PyTorch.")]
@@ -60,8 +65,8 @@ def optimize(
     artifact: ArtifactArg,
     output: OutputOpt,
     preset: Annotated[str | None, typer.Option("--preset", help="cpu, cuda, tensorrt or standard.")] = None,
-    passes: Annotated[str | None, typer.Option("--passes", help="Comma-separated pass names, e.g. "
-                                               "cleanup,fuse-norm,fuse-gelu,fuse-attention.")] = None,
+    passes: Annotated[str | None, typer.Option("--passes", help="Comma-separated pass names, in order: "
+                                               f"{', '.join(PASS_NAMES)} (docs/passes.md).")] = None,
     target: Annotated[str, typer.Option("--target", help="With --passes: ort (ONNX Runtime com.microsoft ops) or "
                                         "standard (fuse-attention / fuse-norm write the opset-23 Attention / "
                                         "RMSNormalization ops; the graph moves to opset 23 when needed).")] = "ort",

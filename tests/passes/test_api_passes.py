@@ -116,3 +116,14 @@ def test_quantize_usage_errors(bert_artifact, tmp_path):
     assert result.exit_code == 2 and "unknown quantization mode" in result.output
     result = _cli("quantize", str(bert_artifact), "-o", str(tmp_path / "x"), "--mode", "int4", "--block-size", "24")
     assert result.exit_code == 2 and "block size" in result.output
+
+
+def test_optimize_help_lists_every_registered_pass():
+    from tracefuse.cli import app
+    from tracefuse.cli_passes import PASS_NAMES
+    from tracefuse.passes.base import available_passes
+
+    assert sorted(PASS_NAMES) == sorted(available_passes())
+    app.info.context_settings = None
+    result = runner.invoke(app, ["optimize", "--help"], env={"COLUMNS": "400"})
+    assert result.exit_code == 0 and all(name in result.output for name in PASS_NAMES)
