@@ -105,7 +105,7 @@ def _manifest_session_kwargs(graph: str | Path) -> dict:
     from tracefuse.runtimes.ort_cpu import ort_session_kwargs
 
     manifest = Path(graph).parent / MANIFEST_NAME
-    if Path(graph).name != "model.onnx" or not manifest.exists():
+    if not manifest.exists():
         return {}
     return ort_session_kwargs(Manifest.from_dict(json.loads(manifest.read_text())))
 

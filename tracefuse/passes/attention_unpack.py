@@ -32,8 +32,9 @@ def constant_array(value: ir.Value | None) -> np.ndarray | None:
     """The value as a numpy array when it is a constant, or a Concat of constants (the fused QKV weight)."""
     if value is None:
         return None
-    if value.const_value is not None:
-        return value.const_value.numpy()
+    tensor = ir.convenience.get_const_tensor(value)  # an initializer or a Constant node's value
+    if tensor is not None:
+        return tensor.numpy()
     node = value.producer()
     if node is None or node.op_type != "Concat" or node.domain not in ("", "ai.onnx"):
         return None
